@@ -1,0 +1,159 @@
+//! The idempotency key: what makes a provider's retry recognisable as a retry.
+//!
+//! The key comes from the receiver's `idempotency` config, or — for provider
+//! presets — from the provider's own delivery id (`X-GitHub-Delivery`,
+//! `webhook-id`, Stripe's event id). Keys are namespaced by their source and hashed
+//! to a fixed length, so a 4 KiB header cannot become a 4 KiB index entry and keys
+//! from different sources never collide. With no key, a delivery is not deduplicated
+//! and the trace says so; dedupe is never a reason to reject a signed request.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Auth, Receiver, ValueSource};
+use crate::explain::{Outcome, Stage, Step};
+use crate::request::Event;
+use crate::verify::encode_hex;
+
+/// The key a delivery is deduplicated on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// `sha256(source description, 0, value)` in hex: fixed length, source-scoped.
+    pub hash: String,
+    /// The raw value, cut to 200 bytes, for display.
+    pub value: String,
+}
+
+impl IdempotencyKey {
+    fn new(source: &ValueSource, value: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(source.describe().as_bytes());
+        h.update([0]);
+        h.update(value.as_bytes());
+        let mut shown = value.to_owned();
+        if shown.len() > 200 {
+            let mut end = 200;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+        }
+        Self {
+            hash: encode_hex(&h.finalize()),
+            value: shown,
+        }
+    }
+}
+
+/// The sources tried for a receiver, in order: its own config, else the preset's.
+pub fn sources(receiver: &Receiver) -> Vec<ValueSource> {
+    if let Some(idem) = &receiver.idempotency {
+        return vec![idem.source.clone()];
+    }
+    let mut found = Vec::new();
+    receiver.auth.walk(&mut |auth| {
+        if let Auth::Provider(p) = auth {
+            if found.is_empty() {
+                found = p.provider.spec().idempotency;
+            }
+        }
+    });
+    found
+}
+
+/// Derives the key, or `None` with a trace step that says why.
+pub fn key(receiver: &Receiver, event: &Event<'_>) -> (Option<IdempotencyKey>, Step) {
+    let sources = sources(receiver);
+    if sources.is_empty() {
+        return (
+            None,
+            Step::new(Stage::Idempotency, Outcome::Skip, "no idempotency configured: not deduplicated"),
+        );
+    }
+    let mut misses = Vec::new();
+    for source in &sources {
+        match source.read_first(event) {
+            Ok(value) => {
+                let key = IdempotencyKey::new(source, &value);
+                let step = Step::new(
+                    Stage::Idempotency,
+                    Outcome::Pass,
+                    format!("key from {}: {:?}", source.describe(), key.value),
+                );
+                return (Some(key), step);
+            }
+            Err(why) => misses.push(why),
+        }
+    }
+    let step = Step::new(
+        Stage::Idempotency,
+        Outcome::Skip,
+        format!("no idempotency key ({}): not deduplicated", misses.join("; ")),
+    );
+    (None, step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Headers, Request};
+    use serde_json::json;
+
+    fn receiver(auth: serde_json::Value, idem: Option<serde_json::Value>) -> Receiver {
+        let mut cfg = json!({
+            "name": "r", "auth": auth,
+            "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "s"},
+            "rules": [{"actions": [{"action_type": "resume_sandbox"}]}]
+        });
+        if let Some(i) = idem {
+            cfg["idempotency"] = i;
+        }
+        Receiver::from_json(&cfg).unwrap()
+    }
+
+    fn key_for(r: &Receiver, headers: &[(&str, &str)], body: &str) -> (Option<IdempotencyKey>, Step) {
+        let headers: Headers = headers.iter().copied().collect();
+        let req = Request {
+            method: "POST",
+            url: "https://h/hooks/r",
+            headers: &headers,
+            body: body.as_bytes(),
+            remote_addr: None,
+            received_at: 0,
+        };
+        key(r, &Event::new(req))
+    }
+
+    #[test]
+    fn every_source_kind() {
+        let none = json!({"auth_type": "none"});
+        let r = receiver(none.clone(), Some(json!({"source": "header", "name": "X-Id"})));
+        assert_eq!(key_for(&r, &[("x-id", "abc")], "").0.unwrap().value, "abc");
+        let r = receiver(none.clone(), Some(json!({"source": "header_param", "name": "Sig", "param": "t"})));
+        assert_eq!(key_for(&r, &[("Sig", "t=17,v1=x")], "").0.unwrap().value, "17");
+        let r = receiver(none.clone(), Some(json!({"source": "json_path", "path": "$.id"})));
+        assert_eq!(key_for(&r, &[], r#"{"id": 7}"#).0.unwrap().value, "7");
+        let r = receiver(none.clone(), Some(json!({"source": "body_sha256"})));
+        let a = key_for(&r, &[], "x").0.unwrap();
+        assert_eq!(a.value, "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881");
+        let r = receiver(none, None);
+        let (k, step) = key_for(&r, &[], "x");
+        assert!(k.is_none());
+        assert_eq!(step.outcome, Outcome::Skip);
+    }
+
+    #[test]
+    fn missing_key_is_explained_not_fatal() {
+        let r = receiver(json!({"auth_type": "none"}), Some(json!({"source": "header", "name": "X-Id"})));
+        let (k, step) = key_for(&r, &[], "");
+        assert!(k.is_none());
+        assert_eq!(step.message, "no idempotency key (header X-Id missing): not deduplicated");
+    }
+
+    #[test]
+    fn keys_are_scoped_by_source() {
+        let a = IdempotencyKey::new(&ValueSource::Header { name: "A".into() }, "1");
+        let b = IdempotencyKey::new(&ValueSource::Header { name: "B".into() }, "1");
+        assert_ne!(a.hash, b.hash);
+        assert_eq!(a.hash.len(), 64);
+    }
+}

@@ -1,0 +1,46 @@
+//! hookgate-core: the receiving pipeline as pure functions.
+//!
+//! One definition of what hookgate decides about a webhook, run by both runtimes —
+//! the native host and the Cloudflare Worker. Given a receiver's config and a
+//! request exactly as received, core decides:
+//!
+//! 1. [`verify`] — is the request authentic (the `auth` tree: HMAC, JWT, tokens,
+//!    IP allowlists, provider presets, plugins through the runtime)?
+//! 2. [`handshake`] — is it a provider's challenge to be answered directly?
+//! 3. [`idempotency`] — which key identifies it across the provider's retries?
+//! 4. [`target`] — which sandbox is it for, and does the name pass its guards?
+//! 5. [`rules`] — which rules match, and so which actions run?
+//!
+//! and [`explain`]s each decision. Core does no I/O, reads no clock, spawns
+//! nothing, and builds for `wasm32-unknown-unknown`; effects (dedupe, storage,
+//! sandboxes) belong to the runtimes. [`pipeline::evaluate`] runs the steps in
+//! order.
+
+pub mod config;
+pub mod explain;
+pub mod handshake;
+pub mod idempotency;
+pub mod jwks;
+pub mod pipeline;
+pub mod request;
+pub mod rules;
+pub mod secret;
+pub mod target;
+pub mod verify;
+
+pub use config::Receiver;
+pub use pipeline::{Evaluation, evaluate};
+pub use request::{Event, Headers, Request};
+pub use secret::Secret;
+pub use target::SandboxName;
+
+/// Everything in core that can fail before a request is evaluated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A config value is invalid; `path` names it (`rules[1].actions[0].port`).
+    #[error("{}", if path.is_empty() { message.clone() } else { format!("{path}: {message}") })]
+    Config { path: String, message: String },
+    /// Config text is not JSON at all.
+    #[error("reading config: not valid JSON: {0}")]
+    Json(String),
+}

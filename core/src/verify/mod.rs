@@ -1,0 +1,239 @@
+//! Authentication: evaluating a receiver's `auth` tree against a request.
+//!
+//! Each leaf verifier answers with a sentence: what passed ("hmac-sha256 signature
+//! in header X-Hub-Signature-256 matched secret github_webhook_secret") or a
+//! [`Failure`] whose reason a user can act on ("header X-Hub-Signature-256
+//! missing", "timestamp 1700000000 outside 300 s tolerance") and which never holds a
+//! secret or an expected signature. `all` and `any` short-circuit in order and keep
+//! their children in the trace. What core cannot do itself — run a plugin, fetch a
+//! JWKS — comes from the runtime through [`Env`].
+
+pub mod hmac;
+pub(crate) mod jwt;
+pub mod providers;
+mod simple;
+pub mod time;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{Auth, PluginAuth};
+use crate::explain::{Outcome, Stage, Step};
+use crate::jwks::Jwks;
+use crate::request::{Event, Request};
+
+/// Why a verifier refused, in a word (a metrics label) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// A header, parameter or claim the scheme needs is absent.
+    Missing,
+    /// Present but unreadable: bad hex, bad base64, not a JWT, not a number.
+    Malformed,
+    /// Well-formed, but the signature, token or password is wrong.
+    Mismatch,
+    /// The signed timestamp is outside the tolerance.
+    Timestamp,
+    /// The remote address is not allowed.
+    Forbidden,
+    /// A JWT's claims (`iss`, `aud`, `exp`, `nbf`, `alg`) are not acceptable.
+    Claims,
+    /// The JWT's `kid` is not in the key set: the host should refresh its JWKS.
+    UnknownKey,
+    /// A plugin rejected the request, or could not run.
+    Plugin,
+}
+
+impl FailureKind {
+    /// A stable, low-cardinality label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Mismatch => "mismatch",
+            Self::Timestamp => "timestamp",
+            Self::Forbidden => "forbidden",
+            Self::Claims => "claims",
+            Self::UnknownKey => "unknown_key",
+            Self::Plugin => "plugin",
+        }
+    }
+}
+
+/// What the runtime provides to verification.
+pub trait Env {
+    /// The key set fetched from `url`, if the runtime has it.
+    fn jwks(&self, url: &str) -> Option<&Jwks>;
+    /// Runs a verifier plugin: `Ok(what passed)` or `Err(why it rejected)`.
+    fn verify_plugin(&self, plugin: &PluginAuth, request: &Request<'_>) -> Result<String, String>;
+}
+
+/// An environment with no plugins and no fetched keys; the edge and tests use it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEnv;
+
+impl Env for NoEnv {
+    fn jwks(&self, _url: &str) -> Option<&Jwks> {
+        None
+    }
+
+    fn verify_plugin(&self, plugin: &PluginAuth, _request: &Request<'_>) -> Result<String, String> {
+        Err(format!("plugin {} cannot run here: plugins run in the host", plugin.plugin))
+    }
+}
+
+/// The outcome of authentication with its trace.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub result: Result<(), Failure>,
+    pub step: Step,
+}
+
+/// Evaluates the auth tree.
+pub fn authenticate(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> Verdict {
+    let (result, step) = node(auth, event, env);
+    Verdict {
+        result: result.map(|_| ()),
+        step,
+    }
+}
+
+fn node(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> (Result<String, Failure>, Step) {
+    let result = match auth {
+        Auth::All(c) => return combine(true, &c.verifiers, event, env),
+        Auth::Any(c) => return combine(false, &c.verifiers, event, env),
+        Auth::None => Ok("auth_type none: accepted without verification".to_owned()),
+        Auth::Hmac(h) => hmac::verify(h, event),
+        Auth::HeaderEquals(t) => simple::header_equals(t, event),
+        Auth::QueryEquals(t) => simple::query_equals(t, event),
+        Auth::Basic(b) => simple::basic(b, event),
+        Auth::BearerStatic(b) => simple::bearer(b, event),
+        Auth::IpAllowlist(list) => simple::ip_allowlist(list, event),
+        Auth::Jwt(j) => jwt::verify(j, event, env),
+        Auth::Provider(p) => providers::verify(p, event),
+        Auth::Plugin(p) => env
+            .verify_plugin(p, &event.request)
+            .map(|ok| format!("plugin {}: {ok}", p.plugin))
+            .map_err(|why| Failure::new(FailureKind::Plugin, format!("plugin {}: {why}", p.plugin))),
+    };
+    let step = match &result {
+        Ok(msg) => Step::new(Stage::Auth, Outcome::Pass, msg.clone()),
+        Err(f) => Step::new(Stage::Auth, Outcome::Fail, f.reason.clone()),
+    };
+    (result, step)
+}
+
+fn combine(all: bool, verifiers: &[Auth], event: &Event<'_>, env: &dyn Env) -> (Result<String, Failure>, Step) {
+    let name = if all { "all" } else { "any" };
+    let mut children = Vec::new();
+    let mut failures: Vec<Failure> = Vec::new();
+    for v in verifiers {
+        let (result, step) = node(v, event, env);
+        children.push(step);
+        match result {
+            Err(f) if all => {
+                let msg = format!("{name}: verifier {} of {} failed: {}", children.len(), verifiers.len(), f.reason);
+                let step = Step::new(Stage::Auth, Outcome::Fail, msg.clone()).with_children(children);
+                return (Err(Failure::new(f.kind, msg)), step);
+            }
+            Err(f) => failures.push(f),
+            Ok(_) if !all => {
+                let msg = format!("{name}: verifier {} of {} passed", children.len(), verifiers.len());
+                return (Ok(msg.clone()), Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children));
+            }
+            Ok(_) => {}
+        }
+    }
+    if all {
+        let msg = format!("{name}: all {} verifiers passed", verifiers.len());
+        return (Ok(msg.clone()), Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children));
+    }
+    // An unknown key anywhere lets the host refresh its key sets and try again.
+    let kind = if failures.iter().any(|f| f.kind == FailureKind::UnknownKey) {
+        FailureKind::UnknownKey
+    } else {
+        failures.first().map_or(FailureKind::Mismatch, |f| f.kind)
+    };
+    let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+    let msg = format!("{name}: none of {} verifiers passed: {}", verifiers.len(), reasons.join("; "));
+    (Err(Failure::new(kind, msg.clone())), Step::new(Stage::Auth, Outcome::Fail, msg).with_children(children))
+}
+
+/// Compares two secrets-derived byte strings in constant time (for equal lengths;
+/// a length difference is not secret and returns early).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// Lowercase hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// Hex in either case; `None` when odd-length or not hex.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            u8::try_from(hi << 4 | lo).ok()
+        })
+        .collect()
+}
+
+/// Standard base64, padded or not.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    STANDARD.decode(text).or_else(|_| STANDARD_NO_PAD.decode(text)).ok()
+}
+
+pub fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(encode_hex(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(decode_hex("00ABff"), Some(vec![0, 0xab, 0xff]));
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex("é1"), None);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}
