@@ -39,6 +39,8 @@ pub struct Jwks {
 impl Jwks {
     /// The most keys read from one set; real sets hold a handful.
     const MAX_KEYS: usize = 64;
+    /// NIST SP 800-131A: RSA keys below 2048 bits are not acceptable for signatures.
+    const MIN_RSA_BITS: usize = 2048;
 
     /// Parses `{"keys": [...]}`. The error names the key at fault.
     pub fn parse(document: &Value) -> Result<Self, String> {
@@ -59,6 +61,12 @@ impl Jwks {
             }
             let jwk: JsonWebKey<'_> =
                 serde_json::from_value(raw.clone()).map_err(|e| format!("keys[{i}]: not a valid JWK ({e})"))?;
+            if let JsonWebKey::Rsa { modulus, .. } = &jwk {
+                let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
+                if bits < Self::MIN_RSA_BITS {
+                    return Err(format!("keys[{i}]: RSA key of about {bits} bits; at least {} required", Self::MIN_RSA_BITS));
+                }
+            }
             let key = match kty {
                 "RSA" => RsaPublicKey::try_from(&jwk).map(PublicKey::Rsa),
                 "EC" => p256::ecdsa::VerifyingKey::try_from(&jwk).map(PublicKey::P256),

@@ -69,7 +69,7 @@ pub(crate) fn check_timestamp<'e>(
         Failure::new(
             FailureKind::Malformed,
             format!(
-                "timestamp {:?} from {} is not {}",
+                "timestamp {} from {} is not {}",
                 crate::explain::excerpt(&serde_json::Value::String(text.clone())),
                 spec.source.describe(),
                 match spec.format {

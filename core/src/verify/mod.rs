@@ -90,8 +90,8 @@ impl Env for NoEnv {
         None
     }
 
-    fn verify_plugin(&self, plugin: &PluginAuth, _request: &Request<'_>) -> Result<String, String> {
-        Err(format!("plugin {} cannot run here: plugins run in the host", plugin.plugin))
+    fn verify_plugin(&self, _plugin: &PluginAuth, _request: &Request<'_>) -> Result<String, String> {
+        Err("cannot run here: plugins run in the host".to_owned())
     }
 }
 
