@@ -64,7 +64,13 @@ impl Step {
             Outcome::Skip => "skip",
             Outcome::Info => "info",
         };
-        let _ = writeln!(out, "{:indent$}[{mark}] {}", "", self.message, indent = depth * 2);
+        let _ = writeln!(
+            out,
+            "{:indent$}[{mark}] {}",
+            "",
+            self.message,
+            indent = depth * 2
+        );
         for child in &self.children {
             child.render(depth + 1, out);
         }

@@ -52,8 +52,16 @@ pub fn answer(auth: &Auth, event: &Event<'_>) -> Option<(HandshakeReply, Step)> 
 /// Answers the unsigned pings a preset's provider sends before any signed event.
 pub fn answer_unsigned(auth: &Auth, event: &Event<'_>) -> Option<(HandshakeReply, Step)> {
     let mut woo = false;
-    auth.walk(&mut |a| woo |= matches!(a, Auth::Provider(p) if p.provider == Provider::Woocommerce));
-    if !woo || event.request.headers.get_bytes("X-WC-Webhook-Signature").is_some() {
+    auth.walk(&mut |a| {
+        woo |= matches!(a, Auth::Provider(p) if p.provider == Provider::Woocommerce)
+    });
+    if !woo
+        || event
+            .request
+            .headers
+            .get_bytes("X-WC-Webhook-Signature")
+            .is_some()
+    {
         return None;
     }
     let id = event.request.body.strip_prefix(b"webhook_id=")?;
@@ -107,6 +115,10 @@ fn twitch(event: &Event<'_>) -> Option<HandshakeReply> {
     if event.header("Twitch-Eventsub-Message-Type").ok()? != "webhook_callback_verification" {
         return None;
     }
-    let challenge = event.json().ok()?.get("challenge").and_then(Value::as_str)?;
+    let challenge = event
+        .json()
+        .ok()?
+        .get("challenge")
+        .and_then(Value::as_str)?;
     Some(text(challenge))
 }

@@ -66,7 +66,11 @@ pub fn key(receiver: &Receiver, event: &Event<'_>) -> (Option<IdempotencyKey>, S
     if sources.is_empty() {
         return (
             None,
-            Step::new(Stage::Idempotency, Outcome::Skip, "no idempotency configured: not deduplicated"),
+            Step::new(
+                Stage::Idempotency,
+                Outcome::Skip,
+                "no idempotency configured: not deduplicated",
+            ),
         );
     }
     let mut misses = Vec::new();
@@ -87,7 +91,10 @@ pub fn key(receiver: &Receiver, event: &Event<'_>) -> (Option<IdempotencyKey>, S
     let step = Step::new(
         Stage::Idempotency,
         Outcome::Skip,
-        format!("no idempotency key ({}): not deduplicated", misses.join("; ")),
+        format!(
+            "no idempotency key ({}): not deduplicated",
+            misses.join("; ")
+        ),
     );
     (None, step)
 }
@@ -110,7 +117,11 @@ mod tests {
         Receiver::from_json(&cfg).unwrap()
     }
 
-    fn key_for(r: &Receiver, headers: &[(&str, &str)], body: &str) -> (Option<IdempotencyKey>, Step) {
+    fn key_for(
+        r: &Receiver,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (Option<IdempotencyKey>, Step) {
         let headers: Headers = headers.iter().copied().collect();
         let req = Request {
             method: "POST",
@@ -126,15 +137,30 @@ mod tests {
     #[test]
     fn every_source_kind() {
         let none = json!({"auth_type": "none"});
-        let r = receiver(none.clone(), Some(json!({"source": "header", "name": "X-Id"})));
+        let r = receiver(
+            none.clone(),
+            Some(json!({"source": "header", "name": "X-Id"})),
+        );
         assert_eq!(key_for(&r, &[("x-id", "abc")], "").0.unwrap().value, "abc");
-        let r = receiver(none.clone(), Some(json!({"source": "header_param", "name": "Sig", "param": "t"})));
-        assert_eq!(key_for(&r, &[("Sig", "t=17,v1=x")], "").0.unwrap().value, "17");
-        let r = receiver(none.clone(), Some(json!({"source": "json_path", "path": "$.id"})));
+        let r = receiver(
+            none.clone(),
+            Some(json!({"source": "header_param", "name": "Sig", "param": "t"})),
+        );
+        assert_eq!(
+            key_for(&r, &[("Sig", "t=17,v1=x")], "").0.unwrap().value,
+            "17"
+        );
+        let r = receiver(
+            none.clone(),
+            Some(json!({"source": "json_path", "path": "$.id"})),
+        );
         assert_eq!(key_for(&r, &[], r#"{"id": 7}"#).0.unwrap().value, "7");
         let r = receiver(none.clone(), Some(json!({"source": "body_sha256"})));
         let a = key_for(&r, &[], "x").0.unwrap();
-        assert_eq!(a.value, "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881");
+        assert_eq!(
+            a.value,
+            "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+        );
         let r = receiver(none, None);
         let (k, step) = key_for(&r, &[], "x");
         assert!(k.is_none());
@@ -143,10 +169,16 @@ mod tests {
 
     #[test]
     fn missing_key_is_explained_not_fatal() {
-        let r = receiver(json!({"auth_type": "none"}), Some(json!({"source": "header", "name": "X-Id"})));
+        let r = receiver(
+            json!({"auth_type": "none"}),
+            Some(json!({"source": "header", "name": "X-Id"})),
+        );
         let (k, step) = key_for(&r, &[], "");
         assert!(k.is_none());
-        assert_eq!(step.message, "no idempotency key (header X-Id missing): not deduplicated");
+        assert_eq!(
+            step.message,
+            "no idempotency key (header X-Id missing): not deduplicated"
+        );
     }
 
     #[test]

@@ -55,16 +55,22 @@ impl Jwks {
             }
             let kty = raw.get("kty").and_then(Value::as_str).unwrap_or_default();
             let crv = raw.get("crv").and_then(Value::as_str).unwrap_or_default();
-            let supported = matches!((kty, crv), ("RSA", _) | ("EC", "P-256") | ("OKP", "Ed25519"));
+            let supported = matches!(
+                (kty, crv),
+                ("RSA", _) | ("EC", "P-256") | ("OKP", "Ed25519")
+            );
             if !supported {
                 continue;
             }
-            let jwk: JsonWebKey<'_> =
-                serde_json::from_value(raw.clone()).map_err(|e| format!("keys[{i}]: not a valid JWK ({e})"))?;
+            let jwk: JsonWebKey<'_> = serde_json::from_value(raw.clone())
+                .map_err(|e| format!("keys[{i}]: not a valid JWK ({e})"))?;
             if let JsonWebKey::Rsa { modulus, .. } = &jwk {
                 let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
                 if bits < Self::MIN_RSA_BITS {
-                    return Err(format!("keys[{i}]: RSA key of about {bits} bits; at least {} required", Self::MIN_RSA_BITS));
+                    return Err(format!(
+                        "keys[{i}]: RSA key of about {bits} bits; at least {} required",
+                        Self::MIN_RSA_BITS
+                    ));
                 }
             }
             let key = match kty {

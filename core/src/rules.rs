@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use crate::config::{Condition, Operator, Rule, Subject};
-use crate::explain::{excerpt, Outcome, Stage, Step};
+use crate::explain::{Outcome, Stage, Step, excerpt};
 use crate::request::Event;
 
 /// A rule that matched, by index into the receiver's rules.
@@ -39,7 +39,11 @@ pub fn matching(rules: &[Rule], event: &Event<'_>) -> (Vec<Matched>, Vec<Step>) 
                 format!("{label} matched: {reason}; actions: {}", actions.join(", ")),
             ));
         } else {
-            steps.push(Step::new(Stage::Rule, Outcome::Skip, format!("{label} skipped: {reason}")));
+            steps.push(Step::new(
+                Stage::Rule,
+                Outcome::Skip,
+                format!("{label} skipped: {reason}"),
+            ));
         }
     }
     (matched, steps)
@@ -85,8 +89,17 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
             Ok(doc) => path.select(doc).into_iter().cloned().collect(),
             Err(e) => return (false, format!("{what} cannot be read: {}", e.0)),
         },
-        Subject::Header(name) => event.header(name).ok().map(|v| Value::String(v.to_owned())).into_iter().collect(),
-        Subject::Query(name) => event.query_param(name).map(|v| Value::String(v.to_owned())).into_iter().collect(),
+        Subject::Header(name) => event
+            .header(name)
+            .ok()
+            .map(|v| Value::String(v.to_owned()))
+            .into_iter()
+            .collect(),
+        Subject::Query(name) => event
+            .query_param(name)
+            .map(|v| Value::String(v.to_owned()))
+            .into_iter()
+            .collect(),
     };
     // Headers and query parameters are text: `equals: 42` compares with "42".
     let textual = !matches!(subject, Subject::JsonPath(_));
@@ -101,7 +114,11 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
         [one] => format!("was {}", excerpt(one)),
         many => format!(
             "was [{}]",
-            many.iter().take(5).map(excerpt).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .take(5)
+                .map(excerpt)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     match operator {
@@ -111,7 +128,10 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
         }
         Operator::NotEquals(unwanted) => {
             let ok = !values.iter().any(|v| eq(v, unwanted));
-            (ok, format!("{what} {seen}, wanted anything but {}", excerpt(unwanted)))
+            (
+                ok,
+                format!("{what} {seen}, wanted anything but {}", excerpt(unwanted)),
+            )
         }
         Operator::In(set) => {
             let ok = values.iter().any(|v| set.iter().any(|w| eq(v, w)));
@@ -129,7 +149,10 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
                 Value::Number(_) | Value::Bool(_) => pattern.is_match(&v.to_string()),
                 _ => false,
             });
-            (ok, format!("{what} {seen}, wanted a match for /{}/", pattern.as_str()))
+            (
+                ok,
+                format!("{what} {seen}, wanted a match for /{}/", pattern.as_str()),
+            )
         }
     }
 }
@@ -155,26 +178,54 @@ mod tests {
         evaluate(&cond, &Event::new(req))
     }
 
-    const PR: &str = r#"{"action":"synchronize","number":42,"labels":[{"name":"bug"},{"name":"preview"}]}"#;
+    const PR: &str =
+        r#"{"action":"synchronize","number":42,"labels":[{"name":"bug"},{"name":"preview"}]}"#;
 
     #[test]
     fn equals_explains_what_it_saw() {
         assert_eq!(
             check(json!({"json_path": "$.action", "equals": "closed"}), PR),
-            (false, r#"$.action was "synchronize", wanted "closed""#.to_owned())
+            (
+                false,
+                r#"$.action was "synchronize", wanted "closed""#.to_owned()
+            )
         );
         assert!(check(json!({"json_path": "$.number", "equals": 42}), PR).0);
-        assert!(!check(json!({"json_path": "$.number", "equals": "42"}), PR).0, "JSON is typed");
+        assert!(
+            !check(json!({"json_path": "$.number", "equals": "42"}), PR).0,
+            "JSON is typed"
+        );
         assert!(check(json!({"json_path": "$.missing", "not_equals": "x"}), PR).0);
     }
 
     #[test]
     fn operators_over_headers_queries_and_multiple_nodes() {
-        assert!(check(json!({"header": "x-github-event", "equals": "pull_request"}), PR).0);
-        assert!(check(json!({"query": "n", "equals": 3}), PR).0, "query values are text");
+        assert!(
+            check(
+                json!({"header": "x-github-event", "equals": "pull_request"}),
+                PR
+            )
+            .0
+        );
+        assert!(
+            check(json!({"query": "n", "equals": 3}), PR).0,
+            "query values are text"
+        );
         assert!(check(json!({"query": "env", "in": ["prod", "staging"]}), PR).0);
-        assert!(check(json!({"json_path": "$.labels[*].name", "equals": "preview"}), PR).0);
-        assert!(check(json!({"json_path": "$.labels[*].name", "matches": "^prev"}), PR).0);
+        assert!(
+            check(
+                json!({"json_path": "$.labels[*].name", "equals": "preview"}),
+                PR
+            )
+            .0
+        );
+        assert!(
+            check(
+                json!({"json_path": "$.labels[*].name", "matches": "^prev"}),
+                PR
+            )
+            .0
+        );
         assert!(check(json!({"json_path": "$.number", "matches": "^4[0-9]$"}), PR).0);
         assert!(check(json!({"header": "X-Missing", "exists": false}), PR).0);
         let (ok, why) = check(json!({"json_path": "$.draft", "exists": true}), PR);
@@ -188,7 +239,10 @@ mod tests {
                                  {"json_path": "$.action", "in": ["opened", "reopened"]}]});
         let (ok, why) = check(all, PR);
         assert!(!ok);
-        assert_eq!(why, r#"$.action was "synchronize", wanted one of ["opened","reopened"]"#);
+        assert_eq!(
+            why,
+            r#"$.action was "synchronize", wanted one of ["opened","reopened"]"#
+        );
         let any = json!({"any": [{"json_path": "$.action", "equals": "opened"},
                                  {"not": {"json_path": "$.number", "equals": 1}}]});
         let (ok, why) = check(any, PR);
@@ -200,8 +254,17 @@ mod tests {
     fn non_json_body_is_false_with_a_reason() {
         let (ok, why) = check(json!({"json_path": "$.action", "equals": "opened"}), "a=b");
         assert!(!ok);
-        assert!(why.starts_with("$.action cannot be read: the body is not JSON"), "{why}");
+        assert!(
+            why.starts_with("$.action cannot be read: the body is not JSON"),
+            "{why}"
+        );
         // A header rule still matches on the same request.
-        assert!(check(json!({"header": "X-GitHub-Event", "exists": true}), "\u{0}\u{1}").0);
+        assert!(
+            check(
+                json!({"header": "X-GitHub-Event", "exists": true}),
+                "\u{0}\u{1}"
+            )
+            .0
+        );
     }
 }

@@ -29,7 +29,10 @@ impl SandboxName {
         }
         let shown = crate::explain::excerpt(&serde_json::Value::String(name.to_owned()));
         if name.len() > Self::MAX_LEN {
-            return Err(format!("sandbox name {shown} is longer than {} characters", Self::MAX_LEN));
+            return Err(format!(
+                "sandbox name {shown} is longer than {} characters",
+                Self::MAX_LEN
+            ));
         }
         if let Some(bad) = name
             .chars()
@@ -88,7 +91,9 @@ fn resolve_inner(target: &Target, event: &Event<'_>) -> Result<SandboxName, Stri
             allowed_pattern,
             allowed_names,
         } => {
-            let raw = source.read_first(event).map_err(|e| format!("no sandbox name: {e}"))?;
+            let raw = source
+                .read_first(event)
+                .map_err(|e| format!("no sandbox name: {e}"))?;
             let name = match required_prefix {
                 Some(prefix) if !raw.starts_with(prefix.as_str()) => format!("{prefix}{raw}"),
                 _ => raw,
@@ -140,7 +145,18 @@ mod tests {
         for ok in ["pr-42", "a", "0abc", &"x".repeat(63)] {
             assert!(SandboxName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../x", "a;rm", "PR-42", "-a", "a-", "a.b", "a b", &"x".repeat(64), "é"] {
+        for bad in [
+            "",
+            "../x",
+            "a;rm",
+            "PR-42",
+            "-a",
+            "a-",
+            "a.b",
+            "a b",
+            &"x".repeat(64),
+            "é",
+        ] {
             assert!(SandboxName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -152,15 +168,38 @@ mod tests {
             "source": {"source": "json_path", "path": "$.pull_request.number"},
             "required_prefix": "pr-"
         }));
-        assert_eq!(resolve_body(&t, r#"{"pull_request":{"number":42}}"#).unwrap().as_str(), "pr-42");
-        assert_eq!(resolve_body(&t, r#"{"pull_request":{"number":"42"}}"#).unwrap().as_str(), "pr-42");
-        assert_eq!(resolve_body(&t, r#"{"pull_request":{"number":"pr-42"}}"#).unwrap().as_str(), "pr-42");
+        assert_eq!(
+            resolve_body(&t, r#"{"pull_request":{"number":42}}"#)
+                .unwrap()
+                .as_str(),
+            "pr-42"
+        );
+        assert_eq!(
+            resolve_body(&t, r#"{"pull_request":{"number":"42"}}"#)
+                .unwrap()
+                .as_str(),
+            "pr-42"
+        );
+        assert_eq!(
+            resolve_body(&t, r#"{"pull_request":{"number":"pr-42"}}"#)
+                .unwrap()
+                .as_str(),
+            "pr-42"
+        );
         let err = resolve_body(&t, r#"{"pull_request":{"number":"../etc"}}"#).unwrap_err();
         assert!(err.contains("'.'"), "{err}");
         let err = resolve_body(&t, "not json").unwrap_err();
-        assert!(err.starts_with("no sandbox name: $.pull_request.number cannot be read: the body is not JSON"), "{err}");
+        assert!(
+            err.starts_with(
+                "no sandbox name: $.pull_request.number cannot be read: the body is not JSON"
+            ),
+            "{err}"
+        );
         let err = resolve_body(&t, "{}").unwrap_err();
-        assert_eq!(err, "no sandbox name: $.pull_request.number matched nothing in the body");
+        assert_eq!(
+            err,
+            "no sandbox name: $.pull_request.number matched nothing in the body"
+        );
     }
 
     #[test]
@@ -177,14 +216,22 @@ mod tests {
             "source": {"source": "query", "name": "box"},
             "allowed_pattern": "^box-[0-9]+$"
         }));
-        assert_eq!(resolve_body(&t, "").unwrap_err(), "sandbox name q-1 does not match allowed_pattern \"^box-[0-9]+$\"");
+        assert_eq!(
+            resolve_body(&t, "").unwrap_err(),
+            "sandbox name q-1 does not match allowed_pattern \"^box-[0-9]+$\""
+        );
         let t = target(serde_json::json!({
             "target_type": "sandbox_name_from_event",
             "source": {"source": "query", "name": "box"},
             "allowed_names": ["box-1"]
         }));
-        assert_eq!(resolve_body(&t, "").unwrap_err(), "sandbox name q-1 is not in allowed_names");
-        let t = target(serde_json::json!({"target_type": "fixed_sandbox_name", "sandbox_name": "worker-1"}));
+        assert_eq!(
+            resolve_body(&t, "").unwrap_err(),
+            "sandbox name q-1 is not in allowed_names"
+        );
+        let t = target(
+            serde_json::json!({"target_type": "fixed_sandbox_name", "sandbox_name": "worker-1"}),
+        );
         assert_eq!(resolve_body(&t, "").unwrap().as_str(), "worker-1");
     }
 }

@@ -9,13 +9,13 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::decode::{non_empty, ranged, Ctx, Decode, Obj, Path};
-use super::source::{header_name, non_blank, Template, TemplatePart, ValueSource};
+use super::decode::{Ctx, Decode, Obj, Path, non_empty, ranged};
 use super::plugin_name;
+use super::source::{Template, TemplatePart, ValueSource, header_name, non_blank};
 use crate::Error;
 use crate::jwks::Jwks;
 use crate::secret::Secret;
-use crate::verify::providers::{check_secret, Provider, Scheme};
+use crate::verify::providers::{Provider, Scheme, check_secret};
 
 /// How a receiver proves who sent a request.
 #[derive(Debug, Clone, Serialize)]
@@ -92,7 +92,9 @@ impl Secrets {
         match (obj.opt::<Secret>("secret")?, obj.raw("secrets")) {
             (Some(s), None) => Ok(Self::Secret(s)),
             (None, Some(v)) => Ok(Self::Secrets(non_empty(v, &obj.at("secrets"), obj.ctx())?)),
-            (Some(_), Some(_)) => Err(obj.at("secrets").error("give `secret` or `secrets`, not both")),
+            (Some(_), Some(_)) => Err(obj
+                .at("secrets")
+                .error("give `secret` or `secrets`, not both")),
             (None, None) => Err(obj.at("secret").error("missing required field")),
         }
     }
@@ -158,7 +160,8 @@ impl TimestampSpec {
 impl Decode for TimestampSpec {
     fn decode(value: &Value, at: &Path, ctx: &Ctx<'_>) -> Result<Self, Error> {
         let mut obj = Obj::new(value, at, ctx)?;
-        let source = ValueSource::read(&mut obj, &["header", "query", "header_param", "json_path"])?;
+        let source =
+            ValueSource::read(&mut obj, &["header", "query", "header_param", "json_path"])?;
         let format = match obj.opt_one_of("format", &["unix_seconds", "unix_millis", "rfc3339"])? {
             None | Some("unix_seconds") => TimestampFormat::UnixSeconds,
             Some("unix_millis") => TimestampFormat::UnixMillis,
@@ -166,7 +169,12 @@ impl Decode for TimestampSpec {
         };
         let tolerance_seconds = match obj.raw("tolerance_seconds") {
             None => Self::DEFAULT_TOLERANCE_SECONDS,
-            Some(v) => ranged(v, &obj.at("tolerance_seconds"), 1, Self::MAX_TOLERANCE_SECONDS)?,
+            Some(v) => ranged(
+                v,
+                &obj.at("tolerance_seconds"),
+                1,
+                Self::MAX_TOLERANCE_SECONDS,
+            )?,
         };
         obj.finish()?;
         Ok(Self {
@@ -220,7 +228,9 @@ impl HmacAuth {
                     Secrets::Secret(_) => obj.at("secret").key("value"),
                     Secrets::Secrets(_) => obj.at("secrets").index(i).key("value"),
                 };
-                return Err(at.error(format!("not valid {secret_encoding:?} for secret_encoding").to_lowercase()));
+                return Err(at.error(
+                    format!("not valid {secret_encoding:?} for secret_encoding").to_lowercase(),
+                ));
             }
         }
         let signature = ValueSource::decode_only(
@@ -238,7 +248,8 @@ impl HmacAuth {
                     "raw_body" => SignedPayload::RawBody,
                     _ => {
                         let text: String = sp.req("template")?;
-                        let template = Template::parse(&text).map_err(|e| at.key("template").error(e))?;
+                        let template =
+                            Template::parse(&text).map_err(|e| at.key("template").error(e))?;
                         SignedPayload::Template { template }
                     }
                 };
@@ -366,7 +377,9 @@ impl JwtAuth {
         let jwks_url: Option<String> = obj.opt("jwks_url")?;
         if let Some(url) = &jwks_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(obj.at("jwks_url").error("expected an http:// or https:// URL"));
+                return Err(obj
+                    .at("jwks_url")
+                    .error("expected an http:// or https:// URL"));
             }
         }
         let wants_hmac = algorithms.iter().any(|a| a.is_hmac());
@@ -375,15 +388,25 @@ impl JwtAuth {
             return Err(obj.at("secret").error("HS256/HS384/HS512 need a `secret`"));
         }
         if !wants_hmac && secret.is_some() {
-            return Err(obj.at("secret").error("only HS256/HS384/HS512 use a `secret`"));
+            return Err(obj
+                .at("secret")
+                .error("only HS256/HS384/HS512 use a `secret`"));
         }
         match (wants_keys, jwks.is_some(), jwks_url.is_some()) {
             (true, false, false) => {
-                return Err(obj.at("jwks").error("RS256/ES256/EdDSA need `jwks` or `jwks_url`"));
+                return Err(obj
+                    .at("jwks")
+                    .error("RS256/ES256/EdDSA need `jwks` or `jwks_url`"));
             }
-            (_, true, true) => return Err(obj.at("jwks_url").error("give `jwks` or `jwks_url`, not both")),
+            (_, true, true) => {
+                return Err(obj
+                    .at("jwks_url")
+                    .error("give `jwks` or `jwks_url`, not both"));
+            }
             (false, true, _) | (false, _, true) => {
-                return Err(obj.at("jwks").error("keys are only used by RS256/ES256/EdDSA"));
+                return Err(obj
+                    .at("jwks")
+                    .error("keys are only used by RS256/ES256/EdDSA"));
             }
             _ => {}
         }
@@ -463,7 +486,9 @@ impl Decode for Auth {
             "basic" => {
                 let username: String = obj.req("username")?;
                 if username.is_empty() || username.contains(':') {
-                    return Err(obj.at("username").error("expected a non-empty name without ':'"));
+                    return Err(obj
+                        .at("username")
+                        .error("expected a non-empty name without ':'"));
                 }
                 Self::Basic(BasicAuth {
                     username,
@@ -482,7 +507,10 @@ impl Decode for Auth {
                     let net = text
                         .parse::<ipnet::IpNet>()
                         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| at.index(i).error(format!("{text:?} is not an IP address or CIDR")))?;
+                        .map_err(|_| {
+                            at.index(i)
+                                .error(format!("{text:?} is not an IP address or CIDR"))
+                        })?;
                     cidrs.push(net.trunc());
                 }
                 Self::IpAllowlist(IpAllowlist { cidrs })
@@ -490,7 +518,8 @@ impl Decode for Auth {
             "provider" => {
                 let provider = Provider::read(&mut obj)?;
                 let secret: Secret = obj.req("secret")?;
-                check_secret(provider, &secret).map_err(|e| obj.at("secret").key("value").error(e))?;
+                check_secret(provider, &secret)
+                    .map_err(|e| obj.at("secret").key("value").error(e))?;
                 let scheme = Scheme::for_provider(provider, &secret);
                 let tolerance_seconds = match obj.raw("tolerance_seconds") {
                     None => None,
@@ -526,7 +555,11 @@ impl Decode for Auth {
             kind => {
                 let verifiers = non_empty(obj.raw_req("verifiers")?, &obj.at("verifiers"), ctx)?;
                 let c = Combinator { verifiers };
-                if kind == "all" { Self::All(c) } else { Self::Any(c) }
+                if kind == "all" {
+                    Self::All(c)
+                } else {
+                    Self::Any(c)
+                }
             }
         };
         obj.finish()?;

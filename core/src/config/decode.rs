@@ -282,7 +282,12 @@ impl<'v, 'c, 's> Obj<'v, 'c, 's> {
             .iter()
             .find(|a| **a == value)
             .copied()
-            .ok_or_else(|| at.error(format!("unknown value {value:?}; expected one of {}", list(allowed))))
+            .ok_or_else(|| {
+                at.error(format!(
+                    "unknown value {value:?}; expected one of {}",
+                    list(allowed)
+                ))
+            })
     }
 
     /// An optional string that must be one of `allowed`.
@@ -305,10 +310,10 @@ impl<'v, 'c, 's> Obj<'v, 'c, 's> {
         allowed.dedup();
         match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
             None => Ok(()),
-            Some(unknown) => Err(self.at.key(unknown).error(format!(
-                "unknown field; expected one of {}",
-                list(&allowed)
-            ))),
+            Some(unknown) => Err(self
+                .at
+                .key(unknown)
+                .error(format!("unknown field; expected one of {}", list(&allowed)))),
         }
     }
 }

@@ -19,8 +19,8 @@ pub use auth::{
     TimestampFormat, TimestampSpec, TokenAuth,
 };
 pub use rules::{
-    Action, AutoResume, Condition, DeliverToPort, Lifecycle, Operator, Payload, PluginAction,
-    Rule, RunScript, SandboxTemplate, Subject,
+    Action, AutoResume, Condition, DeliverToPort, Lifecycle, Operator, Payload, PluginAction, Rule,
+    RunScript, SandboxTemplate, Subject,
 };
 pub use source::{JsonPathExpr, Pattern, Template, TemplatePart, ValueSource};
 
@@ -30,7 +30,7 @@ use serde_json::Value;
 use crate::Error;
 use crate::secret::Secret;
 use crate::target::SandboxName;
-use decode::{non_empty, ranged, Ctx, Decode, Obj, Path};
+use decode::{Ctx, Decode, Obj, Path, non_empty, ranged};
 
 /// Where `{"secret_ref": name}` is resolved when a stored receiver is read back.
 pub trait SecretSource {
@@ -76,10 +76,14 @@ pub enum Target {
 impl Decode for Target {
     fn decode(value: &Value, at: &Path, ctx: &Ctx<'_>) -> Result<Self, Error> {
         let mut obj = Obj::new(value, at, ctx)?;
-        let target = match obj.one_of("target_type", &["fixed_sandbox_name", "sandbox_name_from_event"])? {
+        let target = match obj.one_of(
+            "target_type",
+            &["fixed_sandbox_name", "sandbox_name_from_event"],
+        )? {
             "fixed_sandbox_name" => {
                 let name: String = obj.req("sandbox_name")?;
-                let sandbox_name = SandboxName::parse(&name).map_err(|e| obj.at("sandbox_name").error(e))?;
+                let sandbox_name =
+                    SandboxName::parse(&name).map_err(|e| obj.at("sandbox_name").error(e))?;
                 Self::FixedSandboxName { sandbox_name }
             }
             _ => {
@@ -94,7 +98,9 @@ impl Decode for Target {
                     let valid = !prefix.is_empty()
                         && prefix.len() < SandboxName::MAX_LEN
                         && !prefix.starts_with('-')
-                        && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                        && prefix
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
                     if !valid {
                         return Err(obj.at("required_prefix").error(
                             "expected the start of a sandbox name: a-z, 0-9 and '-', not starting with '-'",
@@ -146,7 +152,16 @@ impl Idempotency {
 impl Decode for Idempotency {
     fn decode(value: &Value, at: &Path, ctx: &Ctx<'_>) -> Result<Self, Error> {
         let mut obj = Obj::new(value, at, ctx)?;
-        let source = ValueSource::read(&mut obj, &["header", "query", "header_param", "json_path", "body_sha256"])?;
+        let source = ValueSource::read(
+            &mut obj,
+            &[
+                "header",
+                "query",
+                "header_param",
+                "json_path",
+                "body_sha256",
+            ],
+        )?;
         let retention_seconds = match obj.raw("retention_seconds") {
             None => None,
             Some(v) => Some(ranged(
@@ -191,7 +206,10 @@ impl Receiver {
     }
 
     /// Reads a receiver that may refer to stored secrets by `{"secret_ref": name}`.
-    pub fn from_json_with_secrets(value: &Value, secrets: &dyn SecretSource) -> Result<Self, Error> {
+    pub fn from_json_with_secrets(
+        value: &Value,
+        secrets: &dyn SecretSource,
+    ) -> Result<Self, Error> {
         Self::decode(value, &Path::default(), &Ctx::new(Some(secrets)))
     }
 
@@ -290,7 +308,12 @@ impl Decode for Receiver {
         let rules = non_empty(obj.raw_req("rules")?, &obj.at("rules"), ctx)?;
         let max_body_bytes = match obj.raw("max_body_bytes") {
             None => None,
-            Some(v) => Some(ranged(v, &obj.at("max_body_bytes"), 1, Self::MAX_BODY_BYTES)?),
+            Some(v) => Some(ranged(
+                v,
+                &obj.at("max_body_bytes"),
+                1,
+                Self::MAX_BODY_BYTES,
+            )?),
         };
         obj.finish()?;
         Ok(Self {

@@ -11,9 +11,9 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::decode::{kind, non_empty, ranged, Ctx, Decode, Obj, Path};
-use super::source::{header_name, non_blank, JsonPathExpr, Pattern};
+use super::decode::{Ctx, Decode, Obj, Path, kind, non_empty, ranged};
 use super::plugin_name;
+use super::source::{JsonPathExpr, Pattern, header_name, non_blank};
 use crate::Error;
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,11 @@ impl Decode for Rule {
         let when = obj.opt("when")?;
         let actions = non_empty(obj.raw_req("actions")?, &obj.at("actions"), ctx)?;
         obj.finish()?;
-        Ok(Self { name, when, actions })
+        Ok(Self {
+            name,
+            when,
+            actions,
+        })
     }
 }
 
@@ -67,7 +71,10 @@ pub enum Operator {
 
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Test { subject: Subject, operator: Operator },
+    Test {
+        subject: Subject,
+        operator: Operator,
+    },
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
@@ -91,10 +98,17 @@ impl Decode for Condition {
             ["any"] => Self::Any(non_empty(obj.raw_req("any")?, &obj.at("any"), ctx)?),
             ["not"] => Self::Not(Box::new(obj.req("not")?)),
             [] => {
-                let subjects: Vec<&str> = SUBJECTS.into_iter().filter(|k| map.contains_key(*k)).collect();
+                let subjects: Vec<&str> = SUBJECTS
+                    .into_iter()
+                    .filter(|k| map.contains_key(*k))
+                    .collect();
                 let subject = match subjects.as_slice() {
                     ["json_path"] => Subject::JsonPath(obj.req("json_path")?),
-                    ["header"] => Subject::Header(header_name(obj.raw_req("header")?, &obj.at("header"), ctx)?),
+                    ["header"] => Subject::Header(header_name(
+                        obj.raw_req("header")?,
+                        &obj.at("header"),
+                        ctx,
+                    )?),
                     ["query"] => Subject::Query(non_blank(obj.req("query")?, &obj.at("query"))?),
                     [] => {
                         return Err(at.error(
@@ -102,9 +116,16 @@ impl Decode for Condition {
                              or `all`, `any`, `not` (to combine conditions)",
                         ));
                     }
-                    many => return Err(at.error(format!("give one subject, found {}", many.join(" and ")))),
+                    many => {
+                        return Err(
+                            at.error(format!("give one subject, found {}", many.join(" and ")))
+                        );
+                    }
                 };
-                let operators: Vec<&str> = OPERATORS.into_iter().filter(|k| map.contains_key(*k)).collect();
+                let operators: Vec<&str> = OPERATORS
+                    .into_iter()
+                    .filter(|k| map.contains_key(*k))
+                    .collect();
                 let operator = match operators.as_slice() {
                     ["equals"] => Operator::Equals(obj.req("equals")?),
                     ["not_equals"] => Operator::NotEquals(obj.req("not_equals")?),
@@ -116,11 +137,20 @@ impl Decode for Condition {
                             "expected an operator: `equals`, `not_equals`, `in`, `exists` or `matches`",
                         ));
                     }
-                    many => return Err(at.error(format!("give one operator, found {}", many.join(" and ")))),
+                    many => {
+                        return Err(
+                            at.error(format!("give one operator, found {}", many.join(" and ")))
+                        );
+                    }
                 };
                 Self::Test { subject, operator }
             }
-            many => return Err(at.error(format!("give one of `all`, `any`, `not`, found {}", many.join(" and ")))),
+            many => {
+                return Err(at.error(format!(
+                    "give one of `all`, `any`, `not`, found {}",
+                    many.join(" and ")
+                )));
+            }
         };
         obj.finish()?;
         Ok(condition)
@@ -165,10 +195,12 @@ pub enum AutoResume {
 
 impl AutoResume {
     fn read(obj: &mut Obj<'_, '_, '_>) -> Result<Self, Error> {
-        Ok(match obj.opt_one_of("auto_resume", &["on_activity", "never"])? {
-            Some("on_activity") => Self::OnActivity,
-            _ => Self::Never,
-        })
+        Ok(
+            match obj.opt_one_of("auto_resume", &["on_activity", "never"])? {
+                Some("on_activity") => Self::OnActivity,
+                _ => Self::Never,
+            },
+        )
     }
 }
 
@@ -234,7 +266,9 @@ impl Decode for SandboxTemplate {
         let mut obj = Obj::new(value, at, ctx)?;
         let image = non_blank(obj.req("image")?, &obj.at("image"))?;
         if image.len() > 512 || image.chars().any(char::is_whitespace) {
-            return Err(obj.at("image").error("expected an image reference without whitespace, at most 512 bytes"));
+            return Err(obj
+                .at("image")
+                .error("expected an image reference without whitespace, at most 512 bytes"));
         }
         let mut bounded = |key, (lo, hi): (u64, u64)| -> Result<Option<u32>, Error> {
             match obj.raw(key) {
@@ -257,7 +291,9 @@ impl Decode for SandboxTemplate {
                     && !k.starts_with(|c: char| c.is_ascii_digit())
                     && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                 if !valid {
-                    return Err(at.key(k).error("expected a variable name of A-Z, a-z, 0-9, '_'"));
+                    return Err(at
+                        .key(k)
+                        .error("expected a variable name of A-Z, a-z, 0-9, '_'"));
                 }
                 env.insert(k.clone(), String::decode(v, &at.key(k), ctx)?);
             }
@@ -380,7 +416,8 @@ impl Decode for Action {
                         || p.starts_with("//")
                         || p.len() > 2048
                         || p.split(['/', '?']).any(|seg| seg == "..")
-                        || p.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '\\');
+                        || p.chars()
+                            .any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '\\');
                     if bad {
                         return Err(obj.at("path").error(
                             "expected an absolute path like /hooks/github \
@@ -393,7 +430,8 @@ impl Decode for Action {
                     _ => Payload::Original,
                 };
                 let auto_resume = AutoResume::read(&mut obj)?;
-                let timeout_seconds = timeout(&mut obj, DeliverToPort::DEFAULT_TIMEOUT_SECONDS, 600)?;
+                let timeout_seconds =
+                    timeout(&mut obj, DeliverToPort::DEFAULT_TIMEOUT_SECONDS, 600)?;
                 let at_fh = obj.at("forward_headers");
                 let forward_headers = match obj.raw("forward_headers") {
                     None => Vec::new(),
@@ -402,7 +440,9 @@ impl Decode for Action {
                         .enumerate()
                         .map(|(i, v)| header_name(v, &at_fh.index(i), ctx))
                         .collect::<Result<_, _>>()?,
-                    Some(other) => return Err(at_fh.error(format!("expected an array, found {}", kind(other)))),
+                    Some(other) => {
+                        return Err(at_fh.error(format!("expected an array, found {}", kind(other))));
+                    }
                 };
                 Self::DeliverToPort(DeliverToPort {
                     // `ranged` bounded it to 1..=65535.
@@ -420,14 +460,21 @@ impl Decode for Action {
                     return Err(obj.at("script").error("longer than 65536 bytes"));
                 }
                 let timeout_seconds = timeout(&mut obj, RunScript::DEFAULT_TIMEOUT_SECONDS, 3600)?;
-                Self::RunScript(RunScript { script, timeout_seconds })
+                Self::RunScript(RunScript {
+                    script,
+                    timeout_seconds,
+                })
             }
             _ => {
                 let plugin = plugin_name(obj.req("plugin")?, &obj.at("plugin"))?;
                 let config = match obj.raw("config") {
                     None => Value::Object(Default::default()),
                     Some(v @ Value::Object(_)) => v.clone(),
-                    Some(other) => return Err(obj.at("config").error(format!("expected an object, found {}", kind(other)))),
+                    Some(other) => {
+                        return Err(obj
+                            .at("config")
+                            .error(format!("expected an object, found {}", kind(other))));
+                    }
                 };
                 Self::Plugin(PluginAction { plugin, config })
             }

@@ -246,7 +246,9 @@ impl ValueSource {
                 }
             }
             Self::JsonPath { path } => {
-                let doc = event.json().map_err(|e| format!("{} cannot be read: {}", path.as_str(), e.0))?;
+                let doc = event
+                    .json()
+                    .map_err(|e| format!("{} cannot be read: {}", path.as_str(), e.0))?;
                 let nodes = path.select(doc);
                 let Some(first) = nodes.first() else {
                     return Err(format!("{} matched nothing in the body", path.as_str()));
@@ -271,7 +273,9 @@ impl ValueSource {
             }
             Self::BodySha256 => {
                 use sha2::Digest;
-                Ok(vec![crate::verify::encode_hex(&sha2::Sha256::digest(event.request.body))])
+                Ok(vec![crate::verify::encode_hex(&sha2::Sha256::digest(
+                    event.request.body,
+                ))])
             }
         }
     }
@@ -416,7 +420,11 @@ mod tests {
                 TemplatePart::Header("X-Id".into())
             ]
         );
-        assert!(Template::parse("{nope}").unwrap_err().contains("unknown placeholder {nope}"));
+        assert!(
+            Template::parse("{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder {nope}")
+        );
         assert!(Template::parse("{body").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a}b").unwrap_err().contains("unmatched"));
     }

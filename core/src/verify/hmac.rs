@@ -12,10 +12,10 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
 use super::{Failure, FailureKind, ct_eq, decode_base64, decode_hex, time};
+use crate::config::source::header_value;
 use crate::config::{
     Encoding, HmacAlgorithm, HmacAuth, SecretEncoding, SignedPayload, TemplatePart, TimestampSpec,
 };
-use crate::config::source::header_value;
 use crate::request::Event;
 
 /// More candidate signatures than this in one request is an attack, not a rotation.
@@ -37,7 +37,8 @@ pub fn decode_key(secret: &str, encoding: SecretEncoding) -> Result<Vec<u8>, ()>
 pub fn mac(algorithm: HmacAlgorithm, key: &[u8], chunks: &[&[u8]]) -> Vec<u8> {
     fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], chunks: &[&[u8]]) -> Vec<u8> {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("hmac takes any key length");
+        let mut m =
+            <M as hmac::digest::KeyInit>::new_from_slice(key).expect("hmac takes any key length");
         for c in chunks {
             m.update(c);
         }
@@ -64,7 +65,10 @@ pub(crate) fn check_timestamp<'e>(
     tolerance: u64,
     event: &'e Event<'_>,
 ) -> Result<String, Failure> {
-    let text = spec.source.read_first(event).map_err(|why| Failure::new(FailureKind::Missing, format!("timestamp: {why}")))?;
+    let text = spec
+        .source
+        .read_first(event)
+        .map_err(|why| Failure::new(FailureKind::Missing, format!("timestamp: {why}")))?;
     let ts = time::parse(&text, spec.format).ok_or_else(|| {
         Failure::new(
             FailureKind::Malformed,
@@ -80,7 +84,8 @@ pub(crate) fn check_timestamp<'e>(
             ),
         )
     })?;
-    time::check(ts, event.request.received_at, tolerance).map_err(|why| Failure::new(FailureKind::Timestamp, why))?;
+    time::check(ts, event.request.received_at, tolerance)
+        .map_err(|why| Failure::new(FailureKind::Timestamp, why))?;
     Ok(text)
 }
 
@@ -133,9 +138,17 @@ pub(crate) fn verify(h: &HmacAuth, event: &Event<'_>) -> Result<String, Failure>
 }
 
 /// Verifies with the spec's own tolerance, or `tolerance` when a preset overrides it.
-pub(crate) fn verify_with_tolerance(h: &HmacAuth, tolerance: Option<u64>, event: &Event<'_>) -> Result<String, Failure> {
+pub(crate) fn verify_with_tolerance(
+    h: &HmacAuth,
+    tolerance: Option<u64>,
+    event: &Event<'_>,
+) -> Result<String, Failure> {
     let timestamp = match &h.timestamp {
-        Some(spec) => Some(check_timestamp(spec, tolerance.unwrap_or(spec.tolerance_seconds), event)?),
+        Some(spec) => Some(check_timestamp(
+            spec,
+            tolerance.unwrap_or(spec.tolerance_seconds),
+            event,
+        )?),
         None => None,
     };
     let origin = h.signature.describe();
@@ -154,11 +167,21 @@ pub(crate) fn verify_with_tolerance(h: &HmacAuth, tolerance: Option<u64>, event:
     for part in parts {
         match part {
             TemplatePart::Id => {
-                let source = h.id.as_ref().ok_or_else(|| Failure::new(FailureKind::Missing, "no id source"))?;
-                owned.push(source.read_first(event).map_err(|why| Failure::new(FailureKind::Missing, format!("id: {why}")))?);
+                let source =
+                    h.id.as_ref()
+                        .ok_or_else(|| Failure::new(FailureKind::Missing, "no id source"))?;
+                owned.push(
+                    source
+                        .read_first(event)
+                        .map_err(|why| Failure::new(FailureKind::Missing, format!("id: {why}")))?,
+                );
             }
             TemplatePart::Header(name) => {
-                owned.push(header_value(event, name).map_err(|why| Failure::new(FailureKind::Missing, why))?.to_owned());
+                owned.push(
+                    header_value(event, name)
+                        .map_err(|why| Failure::new(FailureKind::Missing, why))?
+                        .to_owned(),
+                );
             }
             _ => {}
         }
@@ -172,10 +195,19 @@ pub(crate) fn verify_with_tolerance(h: &HmacAuth, tolerance: Option<u64>, event:
             TemplatePart::Timestamp => timestamp.as_deref().unwrap_or_default().as_bytes(),
             TemplatePart::Url => event.request.url.as_bytes(),
             TemplatePart::Method => event.request.method.as_bytes(),
-            TemplatePart::Id | TemplatePart::Header(_) => owned.next().map_or(&[][..], |s| s.as_bytes()),
+            TemplatePart::Id | TemplatePart::Header(_) => {
+                owned.next().map_or(&[][..], |s| s.as_bytes())
+            }
         });
     }
-    check_macs(h.algorithm, h.secrets.iter().map(|s| (s.name(), s.expose())), h.secret_encoding, &chunks, &sigs, &origin)
+    check_macs(
+        h.algorithm,
+        h.secrets.iter().map(|s| (s.name(), s.expose())),
+        h.secret_encoding,
+        &chunks,
+        &sigs,
+        &origin,
+    )
 }
 
 /// Computes the MAC once per secret and compares it with every candidate.
@@ -195,9 +227,14 @@ pub(crate) fn check_macs<'s>(
         };
         let expected = mac(algorithm, &key, chunks);
         // Every candidate is compared, so timing does not reveal which one matched.
-        let matched = sigs.iter().fold(false, |acc, sig| acc | ct_eq(&expected, sig));
+        let matched = sigs
+            .iter()
+            .fold(false, |acc, sig| acc | ct_eq(&expected, sig));
         if matched {
-            return Ok(format!("{} signature in {origin} matched secret {name}", algorithm_name(algorithm)));
+            return Ok(format!(
+                "{} signature in {origin} matched secret {name}",
+                algorithm_name(algorithm)
+            ));
         }
     }
     let sigs_word = match sigs.len() {
@@ -208,9 +245,16 @@ pub(crate) fn check_macs<'s>(
         [one] => format!("secret {one}"),
         many => format!("any of secrets {}", many.join(", ")),
     };
-    let verb = if sigs.len() == 1 { "does not match" } else { "matches" };
+    let verb = if sigs.len() == 1 {
+        "does not match"
+    } else {
+        "matches"
+    };
     Err(Failure::new(
         FailureKind::Mismatch,
-        format!("{} mismatch: {sigs_word} in {origin} {verb} {secrets_word}", algorithm_name(algorithm)),
+        format!(
+            "{} mismatch: {sigs_word} in {origin} {verb} {secrets_word}",
+            algorithm_name(algorithm)
+        ),
     ))
 }

@@ -28,8 +28,12 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => raw.trim(),
     };
-    let token = UntrustedToken::new(token_text)
-        .map_err(|e| Failure::new(FailureKind::Malformed, format!("JWT in {} is malformed: {e}", j.token.describe())))?;
+    let token = UntrustedToken::new(token_text).map_err(|e| {
+        Failure::new(
+            FailureKind::Malformed,
+            format!("JWT in {} is malformed: {e}", j.token.describe()),
+        )
+    })?;
     let alg_name = token.algorithm();
     let alg = JwtAlgorithm::from_name(alg_name)
         .filter(|a| j.algorithms.contains(a))
@@ -37,26 +41,49 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
             let allowed: Vec<&str> = j.algorithms.iter().map(|a| a.name()).collect();
             Failure::new(
                 FailureKind::Claims,
-                format!("JWT alg {alg_name:?} is not allowed (allowed: {})", allowed.join(", ")),
+                format!(
+                    "JWT alg {alg_name:?} is not allowed (allowed: {})",
+                    allowed.join(", ")
+                ),
             )
         })?;
 
     let (claims, key_desc) = if alg.is_hmac() {
-        let secret = j.secret.as_ref().ok_or_else(|| Failure::new(FailureKind::Missing, "no secret for HS*"))?;
+        let secret = j
+            .secret
+            .as_ref()
+            .ok_or_else(|| Failure::new(FailureKind::Missing, "no secret for HS*"))?;
         let key = secret.expose().as_bytes();
         let checked: Checked = match alg {
-            JwtAlgorithm::HS256 => Hs256.validator(&Hs256Key::new(key)).validate(&token).map(|t| t.into_parts().1),
-            JwtAlgorithm::HS384 => Hs384.validator(&Hs384Key::new(key)).validate(&token).map(|t| t.into_parts().1),
-            _ => Hs512.validator(&Hs512Key::new(key)).validate(&token).map(|t| t.into_parts().1),
+            JwtAlgorithm::HS256 => Hs256
+                .validator(&Hs256Key::new(key))
+                .validate(&token)
+                .map(|t| t.into_parts().1),
+            JwtAlgorithm::HS384 => Hs384
+                .validator(&Hs384Key::new(key))
+                .validate(&token)
+                .map(|t| t.into_parts().1),
+            _ => Hs512
+                .validator(&Hs512Key::new(key))
+                .validate(&token)
+                .map(|t| t.into_parts().1),
         };
-        (checked.map_err(|e| signature_failure(alg, &e))?, format!("secret {}", secret.name()))
+        (
+            checked.map_err(|e| signature_failure(alg, &e))?,
+            format!("secret {}", secret.name()),
+        )
     } else {
         let set = match (&j.jwks, &j.jwks_url) {
             (Some(set), _) => set,
-            (None, Some(url)) => env
-                .jwks(url)
-                .ok_or_else(|| Failure::new(FailureKind::UnknownKey, format!("key set {url} is not loaded")))?,
-            (None, None) => return Err(Failure::new(FailureKind::Missing, "no key set configured")),
+            (None, Some(url)) => env.jwks(url).ok_or_else(|| {
+                Failure::new(
+                    FailureKind::UnknownKey,
+                    format!("key set {url} is not loaded"),
+                )
+            })?,
+            (None, None) => {
+                return Err(Failure::new(FailureKind::Missing, "no key set configured"));
+            }
         };
         let kid = token.header().key_id.as_deref();
         let candidates: Vec<&Jwk> = set
@@ -77,13 +104,27 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
         let mut found = None;
         for k in candidates {
             let checked: Checked = match &k.key {
-                PublicKey::Rsa(key) => Rsa::rs256().validator(key).validate(&token).map(|t| t.into_parts().1),
-                PublicKey::P256(key) => Es256.validator(key).validate(&token).map(|t| t.into_parts().1),
-                PublicKey::Ed25519(key) => Ed25519.validator(key).validate(&token).map(|t| t.into_parts().1),
+                PublicKey::Rsa(key) => Rsa::rs256()
+                    .validator(key)
+                    .validate(&token)
+                    .map(|t| t.into_parts().1),
+                PublicKey::P256(key) => Es256
+                    .validator(key)
+                    .validate(&token)
+                    .map(|t| t.into_parts().1),
+                PublicKey::Ed25519(key) => Ed25519
+                    .validator(key)
+                    .validate(&token)
+                    .map(|t| t.into_parts().1),
             };
             match checked {
                 Ok(claims) => {
-                    found = Some((claims, k.kid.as_deref().map_or("key without kid".to_owned(), |kid| format!("key {kid:?}"))));
+                    found = Some((
+                        claims,
+                        k.kid
+                            .as_deref()
+                            .map_or("key without kid".to_owned(), |kid| format!("key {kid:?}")),
+                    ));
                     break;
                 }
                 Err(e) => last = Some(e),
@@ -105,21 +146,32 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
     if now > exp.saturating_add(leeway) {
         return Err(Failure::new(
             FailureKind::Claims,
-            format!("JWT expired at {exp} ({} s ago, leeway {leeway} s)", now - exp),
+            format!(
+                "JWT expired at {exp} ({} s ago, leeway {leeway} s)",
+                now - exp
+            ),
         ));
     }
     if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
         if now < nbf.saturating_sub(leeway) {
             return Err(Failure::new(
                 FailureKind::Claims,
-                format!("JWT not valid before {nbf} ({} s from now, leeway {leeway} s)", nbf - now),
+                format!(
+                    "JWT not valid before {nbf} ({} s from now, leeway {leeway} s)",
+                    nbf - now
+                ),
             ));
         }
     }
     if let Some(want) = &j.issuer {
         match claims.custom.get("iss").and_then(Value::as_str) {
             Some(iss) if iss == want => {}
-            Some(iss) => return Err(Failure::new(FailureKind::Claims, format!("JWT iss {iss:?} is not {want:?}"))),
+            Some(iss) => {
+                return Err(Failure::new(
+                    FailureKind::Claims,
+                    format!("JWT iss {iss:?} is not {want:?}"),
+                ));
+            }
             None => return Err(Failure::new(FailureKind::Claims, "JWT has no iss claim")),
         }
     }
@@ -130,10 +182,16 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
             _ => return Err(Failure::new(FailureKind::Claims, "JWT has no aud claim")),
         };
         if !ok {
-            return Err(Failure::new(FailureKind::Claims, format!("JWT aud does not include {want:?}")));
+            return Err(Failure::new(
+                FailureKind::Claims,
+                format!("JWT aud does not include {want:?}"),
+            ));
         }
     }
-    Ok(format!("JWT {} signature verified with {key_desc}; expires at {exp}", alg.name()))
+    Ok(format!(
+        "JWT {} signature verified with {key_desc}; expires at {exp}",
+        alg.name()
+    ))
 }
 
 fn fits(alg: JwtAlgorithm, key: &PublicKey) -> bool {
@@ -147,13 +205,16 @@ fn fits(alg: JwtAlgorithm, key: &PublicKey) -> bool {
 
 fn signature_failure(alg: JwtAlgorithm, e: &ValidationError) -> Failure {
     match e {
-        ValidationError::InvalidSignature | ValidationError::InvalidSignatureLen { .. } => Failure::new(
-            FailureKind::Mismatch,
-            format!("JWT {} signature does not verify", alg.name()),
-        ),
-        ValidationError::MalformedClaims(err) => {
-            Failure::new(FailureKind::Malformed, format!("JWT claims are malformed: {err}"))
+        ValidationError::InvalidSignature | ValidationError::InvalidSignatureLen { .. } => {
+            Failure::new(
+                FailureKind::Mismatch,
+                format!("JWT {} signature does not verify", alg.name()),
+            )
         }
+        ValidationError::MalformedClaims(err) => Failure::new(
+            FailureKind::Malformed,
+            format!("JWT claims are malformed: {err}"),
+        ),
         other => Failure::new(FailureKind::Malformed, format!("JWT rejected: {other}")),
     }
 }

@@ -90,7 +90,11 @@ impl Env for NoEnv {
         None
     }
 
-    fn verify_plugin(&self, _plugin: &PluginAuth, _request: &Request<'_>) -> Result<String, String> {
+    fn verify_plugin(
+        &self,
+        _plugin: &PluginAuth,
+        _request: &Request<'_>,
+    ) -> Result<String, String> {
         Err("cannot run here: plugins run in the host".to_owned())
     }
 }
@@ -127,7 +131,9 @@ fn node(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> (Result<String, Failur
         Auth::Plugin(p) => env
             .verify_plugin(p, &event.request)
             .map(|ok| format!("plugin {}: {ok}", p.plugin))
-            .map_err(|why| Failure::new(FailureKind::Plugin, format!("plugin {}: {why}", p.plugin))),
+            .map_err(|why| {
+                Failure::new(FailureKind::Plugin, format!("plugin {}: {why}", p.plugin))
+            }),
     };
     let step = match &result {
         Ok(msg) => Step::new(Stage::Auth, Outcome::Pass, msg.clone()),
@@ -136,7 +142,12 @@ fn node(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> (Result<String, Failur
     (result, step)
 }
 
-fn combine(all: bool, verifiers: &[Auth], event: &Event<'_>, env: &dyn Env) -> (Result<String, Failure>, Step) {
+fn combine(
+    all: bool,
+    verifiers: &[Auth],
+    event: &Event<'_>,
+    env: &dyn Env,
+) -> (Result<String, Failure>, Step) {
     let name = if all { "all" } else { "any" };
     let mut children = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
@@ -145,21 +156,37 @@ fn combine(all: bool, verifiers: &[Auth], event: &Event<'_>, env: &dyn Env) -> (
         children.push(step);
         match result {
             Err(f) if all => {
-                let msg = format!("{name}: verifier {} of {} failed: {}", children.len(), verifiers.len(), f.reason);
-                let step = Step::new(Stage::Auth, Outcome::Fail, msg.clone()).with_children(children);
+                let msg = format!(
+                    "{name}: verifier {} of {} failed: {}",
+                    children.len(),
+                    verifiers.len(),
+                    f.reason
+                );
+                let step =
+                    Step::new(Stage::Auth, Outcome::Fail, msg.clone()).with_children(children);
                 return (Err(Failure::new(f.kind, msg)), step);
             }
             Err(f) => failures.push(f),
             Ok(_) if !all => {
-                let msg = format!("{name}: verifier {} of {} passed", children.len(), verifiers.len());
-                return (Ok(msg.clone()), Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children));
+                let msg = format!(
+                    "{name}: verifier {} of {} passed",
+                    children.len(),
+                    verifiers.len()
+                );
+                return (
+                    Ok(msg.clone()),
+                    Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children),
+                );
             }
             Ok(_) => {}
         }
     }
     if all {
         let msg = format!("{name}: all {} verifiers passed", verifiers.len());
-        return (Ok(msg.clone()), Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children));
+        return (
+            Ok(msg.clone()),
+            Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children),
+        );
     }
     // An unknown key anywhere lets the host refresh its key sets and try again.
     let kind = if failures.iter().any(|f| f.kind == FailureKind::UnknownKey) {
@@ -168,8 +195,15 @@ fn combine(all: bool, verifiers: &[Auth], event: &Event<'_>, env: &dyn Env) -> (
         failures.first().map_or(FailureKind::Mismatch, |f| f.kind)
     };
     let reasons: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
-    let msg = format!("{name}: none of {} verifiers passed: {}", verifiers.len(), reasons.join("; "));
-    (Err(Failure::new(kind, msg.clone())), Step::new(Stage::Auth, Outcome::Fail, msg).with_children(children))
+    let msg = format!(
+        "{name}: none of {} verifiers passed: {}",
+        verifiers.len(),
+        reasons.join("; ")
+    );
+    (
+        Err(Failure::new(kind, msg.clone())),
+        Step::new(Stage::Auth, Outcome::Fail, msg).with_children(children),
+    )
 }
 
 /// Compares two secrets-derived byte strings in constant time (for equal lengths;
@@ -209,7 +243,10 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-    STANDARD.decode(text).or_else(|_| STANDARD_NO_PAD.decode(text)).ok()
+    STANDARD
+        .decode(text)
+        .or_else(|_| STANDARD_NO_PAD.decode(text))
+        .ok()
 }
 
 pub fn encode_base64(bytes: &[u8]) -> String {

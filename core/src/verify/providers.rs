@@ -12,15 +12,15 @@ use serde::Serialize;
 
 use super::hmac::{self, check_macs, check_timestamp};
 use super::{Failure, FailureKind, ct_eq};
+use crate::Error;
 use crate::config::decode::Obj;
+use crate::config::source::header_value;
 use crate::config::{
     Encoding, HmacAlgorithm, HmacAuth, JsonPathExpr, ProviderAuth, SecretEncoding, Secrets,
     SignedPayload, Template, TimestampFormat, TimestampSpec, ValueSource,
 };
-use crate::config::source::header_value;
 use crate::request::{Event, parse_form};
 use crate::secret::Secret;
-use crate::Error;
 
 /// A provider with a preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -117,12 +117,17 @@ impl Provider {
             "meta",
         ];
         let name = obj.one_of("provider", &NAMES)?;
-        Ok(Self::ALL.into_iter().find(|p| p.name() == name).unwrap_or(Self::Github))
+        Ok(Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .unwrap_or(Self::Github))
     }
 
     /// What the preset implies besides verification.
     pub fn spec(self) -> ProviderSpec {
-        let header = |name: &str| ValueSource::Header { name: name.to_owned() };
+        let header = |name: &str| ValueSource::Header {
+            name: name.to_owned(),
+        };
         let json = |path: &str| ValueSource::JsonPath {
             // The paths below are constants known to parse.
             path: JsonPathExpr::parse(path).unwrap_or_else(|e| unreachable!("{e}")),
@@ -184,7 +189,9 @@ const TWITCH_TOLERANCE: u64 = 600;
 
 impl Scheme {
     pub(crate) fn for_provider(provider: Provider, secret: &Secret) -> Self {
-        let header = |name: &str| ValueSource::Header { name: name.to_owned() };
+        let header = |name: &str| ValueSource::Header {
+            name: name.to_owned(),
+        };
         let param = |name: &str, param: &str, sep: &str, kv: &str| ValueSource::HeaderParam {
             name: name.to_owned(),
             param: param.to_owned(),
@@ -222,7 +229,11 @@ impl Scheme {
                 signed_payload: template("{id}.{timestamp}.{body}"),
                 timestamp: ts(h("timestamp"), UnixSeconds, FIVE_MINUTES),
                 id: Some(h("id")),
-                ..base(Sha256, Encoding::Base64, param(&format!("{prefix}-signature"), "v1", " ", ","))
+                ..base(
+                    Sha256,
+                    Encoding::Base64,
+                    param(&format!("{prefix}-signature"), "v1", " ", ","),
+                )
             }
         };
         let h = match provider {
@@ -238,13 +249,25 @@ impl Scheme {
             },
             Provider::Stripe => HmacAuth {
                 signed_payload: template("{timestamp}.{body}"),
-                timestamp: ts(param("Stripe-Signature", "t", ",", "="), UnixSeconds, FIVE_MINUTES),
-                ..base(Sha256, Encoding::Hex, param("Stripe-Signature", "v1", ",", "="))
+                timestamp: ts(
+                    param("Stripe-Signature", "t", ",", "="),
+                    UnixSeconds,
+                    FIVE_MINUTES,
+                ),
+                ..base(
+                    Sha256,
+                    Encoding::Hex,
+                    param("Stripe-Signature", "v1", ",", "="),
+                )
             },
             Provider::Slack => HmacAuth {
                 prefix: Some("v0=".to_owned()),
                 signed_payload: template("v0:{timestamp}:{body}"),
-                timestamp: ts(header("X-Slack-Request-Timestamp"), UnixSeconds, FIVE_MINUTES),
+                timestamp: ts(
+                    header("X-Slack-Request-Timestamp"),
+                    UnixSeconds,
+                    FIVE_MINUTES,
+                ),
                 ..base(Sha256, Encoding::Hex, header("X-Slack-Signature"))
             },
             Provider::Zoom => HmacAuth {
@@ -258,30 +281,55 @@ impl Scheme {
             Provider::Svix => standard("svix"),
             Provider::Square => HmacAuth {
                 signed_payload: template("{url}{body}"),
-                ..base(Sha256, Encoding::Base64, header("x-square-hmacsha256-signature"))
+                ..base(
+                    Sha256,
+                    Encoding::Base64,
+                    header("x-square-hmacsha256-signature"),
+                )
             },
             Provider::Paddle => HmacAuth {
                 signed_payload: template("{timestamp}:{body}"),
-                timestamp: ts(param("Paddle-Signature", "ts", ";", "="), UnixSeconds, PADDLE_TOLERANCE),
-                ..base(Sha256, Encoding::Hex, param("Paddle-Signature", "h1", ";", "="))
+                timestamp: ts(
+                    param("Paddle-Signature", "ts", ";", "="),
+                    UnixSeconds,
+                    PADDLE_TOLERANCE,
+                ),
+                ..base(
+                    Sha256,
+                    Encoding::Hex,
+                    param("Paddle-Signature", "h1", ";", "="),
+                )
             },
             Provider::Linear => HmacAuth {
                 timestamp: ts(
                     ValueSource::JsonPath {
-                        path: JsonPathExpr::parse("$.webhookTimestamp").unwrap_or_else(|e| unreachable!("{e}")),
+                        path: JsonPathExpr::parse("$.webhookTimestamp")
+                            .unwrap_or_else(|e| unreachable!("{e}")),
                     },
                     UnixMillis,
                     LINEAR_TOLERANCE,
                 ),
                 ..base(Sha256, Encoding::Hex, header("Linear-Signature"))
             },
-            Provider::Pagerduty => base(Sha256, Encoding::Hex, param("X-PagerDuty-Signature", "v1", ",", "=")),
+            Provider::Pagerduty => base(
+                Sha256,
+                Encoding::Hex,
+                param("X-PagerDuty-Signature", "v1", ",", "="),
+            ),
             Provider::Twitch => HmacAuth {
                 prefix: Some("sha256=".to_owned()),
                 signed_payload: template("{id}{timestamp}{body}"),
-                timestamp: ts(header("Twitch-Eventsub-Message-Timestamp"), Rfc3339, TWITCH_TOLERANCE),
+                timestamp: ts(
+                    header("Twitch-Eventsub-Message-Timestamp"),
+                    Rfc3339,
+                    TWITCH_TOLERANCE,
+                ),
                 id: Some(header("Twitch-Eventsub-Message-Id")),
-                ..base(Sha256, Encoding::Hex, header("Twitch-Eventsub-Message-Signature"))
+                ..base(
+                    Sha256,
+                    Encoding::Hex,
+                    header("Twitch-Eventsub-Message-Signature"),
+                )
             },
             Provider::Webflow => HmacAuth {
                 signed_payload: template("{timestamp}:{body}"),
@@ -289,7 +337,9 @@ impl Scheme {
                 ..base(Sha256, Encoding::Hex, header("x-webflow-signature"))
             },
             Provider::Vercel => base(Sha1, Encoding::Hex, header("x-vercel-signature")),
-            Provider::Woocommerce => base(Sha256, Encoding::Base64, header("X-WC-Webhook-Signature")),
+            Provider::Woocommerce => {
+                base(Sha256, Encoding::Base64, header("X-WC-Webhook-Signature"))
+            }
         };
         Self::Hmac(Box::new(h))
     }
@@ -308,12 +358,16 @@ impl Scheme {
 pub(crate) fn check_secret(provider: Provider, secret: &Secret) -> Result<(), String> {
     let signing_token = provider == Provider::Gitlab && secret.expose().starts_with("whsec_");
     match provider {
-        Provider::StandardWebhooks | Provider::Svix => hmac::decode_key(secret.expose(), SecretEncoding::Base64)
-            .map(|_| ())
-            .map_err(|()| "expected a whsec_… key: base64 after the whsec_ prefix".to_owned()),
-        Provider::Gitlab if signing_token => hmac::decode_key(secret.expose(), SecretEncoding::Base64)
-            .map(|_| ())
-            .map_err(|()| "a GitLab signing token is whsec_ followed by base64".to_owned()),
+        Provider::StandardWebhooks | Provider::Svix => {
+            hmac::decode_key(secret.expose(), SecretEncoding::Base64)
+                .map(|_| ())
+                .map_err(|()| "expected a whsec_… key: base64 after the whsec_ prefix".to_owned())
+        }
+        Provider::Gitlab if signing_token => {
+            hmac::decode_key(secret.expose(), SecretEncoding::Base64)
+                .map(|_| ())
+                .map_err(|()| "a GitLab signing token is whsec_ followed by base64".to_owned())
+        }
         _ => Ok(()),
     }
 }
@@ -323,7 +377,11 @@ pub(crate) fn verify(p: &ProviderAuth, event: &Event<'_>) -> Result<String, Fail
         Scheme::Hmac(h) => hmac::verify_with_tolerance(h, p.tolerance_seconds, event),
         Scheme::Gitlab => gitlab(&p.secret, event),
         Scheme::Twilio => twilio(&p.secret, event),
-        Scheme::Hubspot => hubspot(&p.secret, p.tolerance_seconds.unwrap_or(FIVE_MINUTES), event),
+        Scheme::Hubspot => hubspot(
+            &p.secret,
+            p.tolerance_seconds.unwrap_or(FIVE_MINUTES),
+            event,
+        ),
     };
     let name = p.provider.name();
     result
@@ -346,7 +404,8 @@ fn gitlab(secret: &Secret, event: &Event<'_>) -> Result<String, Failure> {
 /// port added or removed, since proxies differ in what they pass on.
 fn twilio(secret: &Secret, event: &Event<'_>) -> Result<String, Failure> {
     let origin = "header X-Twilio-Signature";
-    let raw = header_value(event, "X-Twilio-Signature").map_err(|why| Failure::new(FailureKind::Missing, why))?;
+    let raw = header_value(event, "X-Twilio-Signature")
+        .map_err(|why| Failure::new(FailureKind::Missing, why))?;
     let sigs = hmac::candidates(vec![raw.to_owned()], None, Encoding::Base64, origin)?;
     let url = event.request.url;
     let body_hash = event.query_param("bodySHA256").map(str::to_owned);
@@ -381,7 +440,10 @@ fn twilio(secret: &Secret, event: &Event<'_>) -> Result<String, Failure> {
         use sha2::Digest;
         let actual = super::encode_hex(&sha2::Sha256::digest(event.request.body));
         if !ct_eq(actual.as_bytes(), expected.to_ascii_lowercase().as_bytes()) {
-            return Err(Failure::new(FailureKind::Mismatch, "body does not match the bodySHA256 query parameter"));
+            return Err(Failure::new(
+                FailureKind::Mismatch,
+                "body does not match the bodySHA256 query parameter",
+            ));
         }
     }
     Ok(ok)
@@ -430,7 +492,8 @@ fn hubspot(secret: &Secret, tolerance: u64, event: &Event<'_>) -> Result<String,
         tolerance_seconds: tolerance,
     };
     let timestamp = check_timestamp(&spec, tolerance, event)?;
-    let raw = header_value(event, "X-HubSpot-Signature-v3").map_err(|why| Failure::new(FailureKind::Missing, why))?;
+    let raw = header_value(event, "X-HubSpot-Signature-v3")
+        .map_err(|why| Failure::new(FailureKind::Missing, why))?;
     let sigs = hmac::candidates(vec![raw.to_owned()], None, Encoding::Base64, origin)?;
     // HubSpot's SDKs sign the URL as called; its docs decode some escapes first.
     let url = event.request.url;
@@ -445,7 +508,12 @@ fn hubspot(secret: &Secret, tolerance: u64, event: &Event<'_>) -> Result<String,
             HmacAlgorithm::Sha256,
             [(secret.name(), secret.expose())].into_iter(),
             SecretEncoding::Raw,
-            &[event.request.method.as_bytes(), uri.as_bytes(), event.request.body, timestamp.as_bytes()],
+            &[
+                event.request.method.as_bytes(),
+                uri.as_bytes(),
+                event.request.body,
+                timestamp.as_bytes(),
+            ],
             &sigs,
             origin,
         );

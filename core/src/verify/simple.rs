@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use super::{Failure, FailureKind, ct_eq, decode_base64};
-use crate::config::{BasicAuth, BearerAuth, IpAllowlist, TokenAuth};
 use crate::config::source::header_value;
+use crate::config::{BasicAuth, BearerAuth, IpAllowlist, TokenAuth};
 use crate::request::Event;
 
 /// Equal-length digests make the comparison independent of the secret's length.
@@ -20,53 +20,93 @@ fn secret_eq(given: &[u8], secret: &str) -> bool {
 }
 
 pub(crate) fn header_equals(t: &TokenAuth, event: &Event<'_>) -> Result<String, Failure> {
-    let given = header_value(event, &t.name).map_err(|why| Failure::new(FailureKind::Missing, why))?;
+    let given =
+        header_value(event, &t.name).map_err(|why| Failure::new(FailureKind::Missing, why))?;
     if secret_eq(given.as_bytes(), t.secret.expose()) {
-        Ok(format!("header {} matched secret {}", t.name, t.secret.name()))
+        Ok(format!(
+            "header {} matched secret {}",
+            t.name,
+            t.secret.name()
+        ))
     } else {
-        Err(Failure::new(FailureKind::Mismatch, format!("header {} does not match secret {}", t.name, t.secret.name())))
+        Err(Failure::new(
+            FailureKind::Mismatch,
+            format!(
+                "header {} does not match secret {}",
+                t.name,
+                t.secret.name()
+            ),
+        ))
     }
 }
 
 pub(crate) fn query_equals(t: &TokenAuth, event: &Event<'_>) -> Result<String, Failure> {
-    let given = event
-        .query_param(&t.name)
-        .ok_or_else(|| Failure::new(FailureKind::Missing, format!("query parameter {} missing", t.name)))?;
+    let given = event.query_param(&t.name).ok_or_else(|| {
+        Failure::new(
+            FailureKind::Missing,
+            format!("query parameter {} missing", t.name),
+        )
+    })?;
     if secret_eq(given.as_bytes(), t.secret.expose()) {
-        Ok(format!("query parameter {} matched secret {}", t.name, t.secret.name()))
+        Ok(format!(
+            "query parameter {} matched secret {}",
+            t.name,
+            t.secret.name()
+        ))
     } else {
         Err(Failure::new(
             FailureKind::Mismatch,
-            format!("query parameter {} does not match secret {}", t.name, t.secret.name()),
+            format!(
+                "query parameter {} does not match secret {}",
+                t.name,
+                t.secret.name()
+            ),
         ))
     }
 }
 
 /// The credentials after an `Authorization` scheme word, matched case-insensitively.
 fn authorization<'e>(event: &'e Event<'_>, scheme: &str) -> Result<&'e str, Failure> {
-    let value = header_value(event, "Authorization").map_err(|why| Failure::new(FailureKind::Missing, why))?;
+    let value = header_value(event, "Authorization")
+        .map_err(|why| Failure::new(FailureKind::Missing, why))?;
     match value.split_once(' ') {
         Some((word, rest)) if word.eq_ignore_ascii_case(scheme) => Ok(rest.trim()),
-        _ => Err(Failure::new(FailureKind::Malformed, format!("header Authorization is not {scheme} credentials"))),
+        _ => Err(Failure::new(
+            FailureKind::Malformed,
+            format!("header Authorization is not {scheme} credentials"),
+        )),
     }
 }
 
 pub(crate) fn basic(b: &BasicAuth, event: &Event<'_>) -> Result<String, Failure> {
     let encoded = authorization(event, "Basic")?;
-    let decoded = decode_base64(encoded)
-        .ok_or_else(|| Failure::new(FailureKind::Malformed, "header Authorization: Basic credentials are not base64"))?;
-    let colon = decoded
-        .iter()
-        .position(|&c| c == b':')
-        .ok_or_else(|| Failure::new(FailureKind::Malformed, "header Authorization: Basic credentials have no ':'"))?;
+    let decoded = decode_base64(encoded).ok_or_else(|| {
+        Failure::new(
+            FailureKind::Malformed,
+            "header Authorization: Basic credentials are not base64",
+        )
+    })?;
+    let colon = decoded.iter().position(|&c| c == b':').ok_or_else(|| {
+        Failure::new(
+            FailureKind::Malformed,
+            "header Authorization: Basic credentials have no ':'",
+        )
+    })?;
     let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
     // Both halves are always compared, so timing does not tell which one was wrong.
     let user_ok = secret_eq(user, &b.username);
     let pass_ok = secret_eq(pass, b.password.expose());
     if user_ok & pass_ok {
-        Ok(format!("basic credentials matched user {} and secret {}", b.username, b.password.name()))
+        Ok(format!(
+            "basic credentials matched user {} and secret {}",
+            b.username,
+            b.password.name()
+        ))
     } else {
-        Err(Failure::new(FailureKind::Mismatch, "basic credentials do not match"))
+        Err(Failure::new(
+            FailureKind::Mismatch,
+            "basic credentials do not match",
+        ))
     }
 }
 
@@ -75,7 +115,10 @@ pub(crate) fn bearer(b: &BearerAuth, event: &Event<'_>) -> Result<String, Failur
     if secret_eq(token.as_bytes(), b.secret.expose()) {
         Ok(format!("bearer token matched secret {}", b.secret.name()))
     } else {
-        Err(Failure::new(FailureKind::Mismatch, format!("bearer token does not match secret {}", b.secret.name())))
+        Err(Failure::new(
+            FailureKind::Mismatch,
+            format!("bearer token does not match secret {}", b.secret.name()),
+        ))
     }
 }
 
@@ -90,6 +133,9 @@ pub(crate) fn ip_allowlist(list: &IpAllowlist, event: &Event<'_>) -> Result<Stri
     };
     match list.cidrs.iter().find(|net| net.contains(&addr)) {
         Some(net) => Ok(format!("remote address {addr} is in {net}")),
-        None => Err(Failure::new(FailureKind::Forbidden, format!("remote address {addr} is not in the allowlist"))),
+        None => Err(Failure::new(
+            FailureKind::Forbidden,
+            format!("remote address {addr} is not in the allowlist"),
+        )),
     }
 }

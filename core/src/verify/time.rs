@@ -32,14 +32,26 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let s = text.get(range)?;
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -108,28 +120,55 @@ mod tests {
     #[test]
     fn rfc3339_forms() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2023-07-19T10:56:26.123456789Z"), Some(1_689_764_186));
-        assert_eq!(parse_rfc3339("2023-07-19T12:56:26+02:00"), Some(1_689_764_186));
+        assert_eq!(
+            parse_rfc3339("2023-07-19T10:56:26.123456789Z"),
+            Some(1_689_764_186)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-07-19T12:56:26+02:00"),
+            Some(1_689_764_186)
+        );
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
-        for bad in ["2023-07-19", "2023-13-01T00:00:00Z", "2023-07-19T10:56:26", "2023-07-19T10:56:26.Z", "x023-07-19T10:56:26Z"] {
+        for bad in [
+            "2023-07-19",
+            "2023-13-01T00:00:00Z",
+            "2023-07-19T10:56:26",
+            "2023-07-19T10:56:26.Z",
+            "x023-07-19T10:56:26Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn unix_forms() {
-        assert_eq!(parse("1700000000", TimestampFormat::UnixSeconds), Some(1_700_000_000));
-        assert_eq!(parse("1700000000999", TimestampFormat::UnixMillis), Some(1_700_000_000));
+        assert_eq!(
+            parse("1700000000", TimestampFormat::UnixSeconds),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse("1700000000999", TimestampFormat::UnixMillis),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse("-5", TimestampFormat::UnixSeconds), None);
-        assert_eq!(parse("99999999999999999999", TimestampFormat::UnixSeconds), None);
+        assert_eq!(
+            parse("99999999999999999999", TimestampFormat::UnixSeconds),
+            None
+        );
     }
 
     #[test]
     fn tolerance_both_ways() {
         assert!(check(1000, 1300, 300).is_ok());
         assert!(check(1300, 1000, 300).is_ok());
-        assert_eq!(check(1000, 1301, 300).unwrap_err(), "timestamp 1000 outside 300 s tolerance (301 s old)");
-        assert_eq!(check(1302, 1000, 300).unwrap_err(), "timestamp 1302 outside 300 s tolerance (302 s in the future)");
+        assert_eq!(
+            check(1000, 1301, 300).unwrap_err(),
+            "timestamp 1000 outside 300 s tolerance (301 s old)"
+        );
+        assert_eq!(
+            check(1302, 1000, 300).unwrap_err(),
+            "timestamp 1302 outside 300 s tolerance (302 s in the future)"
+        );
         assert!(check(i64::MIN, i64::MAX, 300).is_err());
         assert!(check(i64::MAX, i64::MIN, 300).is_err());
     }

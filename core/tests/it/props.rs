@@ -12,11 +12,25 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "[a-z_$.\\[\\]*:{}0-9 -]{0,12}".prop_map(Value::String),
         prop::sample::select(vec![
-            "hmac", "jwt", "all", "any", "provider", "header", "json_path", "sha256", "$.action",
-            "deliver_to_port", "ensure_sandbox", "sandbox_name_from_event", "template", "stripe",
+            "hmac",
+            "jwt",
+            "all",
+            "any",
+            "provider",
+            "header",
+            "json_path",
+            "sha256",
+            "$.action",
+            "deliver_to_port",
+            "ensure_sandbox",
+            "sandbox_name_from_event",
+            "template",
+            "stripe",
         ])
         .prop_map(|s| Value::String(s.to_owned())),
     ];
@@ -25,10 +39,37 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop::sample::select(vec![
-                    "name", "auth", "auth_type", "secret", "value", "target", "target_type", "rules",
-                    "when", "actions", "action_type", "port", "source", "path", "verifiers", "signature",
-                    "algorithm", "encoding", "equals", "in", "not", "all", "any", "template", "timestamp",
-                    "provider", "cidrs", "algorithms", "jwks", "required_prefix", "idempotency",
+                    "name",
+                    "auth",
+                    "auth_type",
+                    "secret",
+                    "value",
+                    "target",
+                    "target_type",
+                    "rules",
+                    "when",
+                    "actions",
+                    "action_type",
+                    "port",
+                    "source",
+                    "path",
+                    "verifiers",
+                    "signature",
+                    "algorithm",
+                    "encoding",
+                    "equals",
+                    "in",
+                    "not",
+                    "all",
+                    "any",
+                    "template",
+                    "timestamp",
+                    "provider",
+                    "cidrs",
+                    "algorithms",
+                    "jwks",
+                    "required_prefix",
+                    "idempotency",
                 ]),
                 inner,
                 0..6,
@@ -75,10 +116,23 @@ fn receivers() -> Vec<Receiver> {
 
 fn header_name() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "Stripe-Signature", "X-Twilio-Signature", "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp",
-        "Twitch-Eventsub-Message-Signature", "Twitch-Eventsub-Message-Timestamp", "Twitch-Eventsub-Message-Id",
-        "Twitch-Eventsub-Message-Type", "webhook-signature", "webhook-timestamp", "webhook-id",
-        "X-Slack-Signature", "X-Slack-Request-Timestamp", "Authorization", "X-E", "X-K", "x-zm-signature",
+        "Stripe-Signature",
+        "X-Twilio-Signature",
+        "X-HubSpot-Signature-v3",
+        "X-HubSpot-Request-Timestamp",
+        "Twitch-Eventsub-Message-Signature",
+        "Twitch-Eventsub-Message-Timestamp",
+        "Twitch-Eventsub-Message-Id",
+        "Twitch-Eventsub-Message-Type",
+        "webhook-signature",
+        "webhook-timestamp",
+        "webhook-id",
+        "X-Slack-Signature",
+        "X-Slack-Request-Timestamp",
+        "Authorization",
+        "X-E",
+        "X-K",
+        "x-zm-signature",
         "x-zm-request-timestamp",
     ])
     .prop_map(str::to_owned)
@@ -86,7 +140,8 @@ fn header_name() -> impl Strategy<Value = String> {
 
 fn header_value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        "(t=|v1=|ts=|h1=|v0=|v1,|sha256=|Bearer |Basic |id=)?[ -~]{0,40}".prop_map(String::into_bytes),
+        "(t=|v1=|ts=|h1=|v0=|v1,|sha256=|Bearer |Basic |id=)?[ -~]{0,40}"
+            .prop_map(String::into_bytes),
         "[0-9]{0,20}".prop_map(String::into_bytes),
         prop::collection::vec(any::<u8>(), 0..24),
     ]

@@ -105,7 +105,11 @@ pub fn assert_fails(auth: &Value, req: &Req, kind: FailureKind, needle: &str) {
         Ok(msg) => panic!("expected {kind:?} failure containing {needle:?}, but it passed: {msg}"),
         Err(f) => {
             assert_eq!(f.kind, kind, "wrong kind; reason: {}", f.reason);
-            assert!(f.reason.contains(needle), "reason {:?} lacks {needle:?}", f.reason);
+            assert!(
+                f.reason.contains(needle),
+                "reason {:?} lacks {needle:?}",
+                f.reason
+            );
         }
     }
 }
