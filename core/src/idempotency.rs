@@ -51,10 +51,10 @@ pub fn sources(receiver: &Receiver) -> Vec<ValueSource> {
     }
     let mut found = Vec::new();
     receiver.auth.walk(&mut |auth| {
-        if let Auth::Provider(p) = auth {
-            if found.is_empty() {
-                found = p.provider.spec().idempotency;
-            }
+        if let Auth::Provider(p) = auth
+            && found.is_empty()
+        {
+            found = p.provider.spec().idempotency;
         }
     });
     found

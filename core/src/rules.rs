@@ -105,7 +105,8 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
     let textual = !matches!(subject, Subject::JsonPath(_));
     let eq = |a: &Value, b: &Value| match (textual, a, b) {
         (true, Value::String(s), other) | (true, other, Value::String(s)) if !other.is_string() => {
-            *s == other.to_string()
+            let rendered = other.to_string();
+            *s == rendered
         }
         _ => a == b,
     };

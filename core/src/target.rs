@@ -99,18 +99,18 @@ fn resolve_inner(target: &Target, event: &Event<'_>) -> Result<SandboxName, Stri
                 _ => raw,
             };
             let name = SandboxName::parse(&name)?;
-            if let Some(pattern) = allowed_pattern {
-                if !pattern.is_match(name.as_str()) {
-                    return Err(format!(
-                        "sandbox name {name} does not match allowed_pattern {:?}",
-                        pattern.as_str()
-                    ));
-                }
+            if let Some(pattern) = allowed_pattern
+                && !pattern.is_match(name.as_str())
+            {
+                return Err(format!(
+                    "sandbox name {name} does not match allowed_pattern {:?}",
+                    pattern.as_str()
+                ));
             }
-            if let Some(names) = allowed_names {
-                if !names.iter().any(|n| n == name.as_str()) {
-                    return Err(format!("sandbox name {name} is not in allowed_names"));
-                }
+            if let Some(names) = allowed_names
+                && !names.iter().any(|n| n == name.as_str())
+            {
+                return Err(format!("sandbox name {name} is not in allowed_names"));
             }
             Ok(name)
         }

@@ -223,7 +223,7 @@ impl HmacAuth {
             _ => SecretEncoding::Raw,
         };
         for (i, secret) in secrets.iter().enumerate() {
-            if crate::verify::hmac::decode_key(secret.expose(), secret_encoding).is_err() {
+            if crate::verify::hmac::decode_key(secret.expose(), secret_encoding).is_none() {
                 let at = match &secrets {
                     Secrets::Secret(_) => obj.at("secret").key("value"),
                     Secrets::Secrets(_) => obj.at("secrets").index(i).key("value"),
@@ -375,12 +375,12 @@ impl JwtAuth {
             Some(v) => Some(Jwks::parse(v).map_err(|e| obj.at("jwks").error(e))?),
         };
         let jwks_url: Option<String> = obj.opt("jwks_url")?;
-        if let Some(url) = &jwks_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(obj
-                    .at("jwks_url")
-                    .error("expected an http:// or https:// URL"));
-            }
+        if let Some(url) = &jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(obj
+                .at("jwks_url")
+                .error("expected an http:// or https:// URL"));
         }
         let wants_hmac = algorithms.iter().any(|a| a.is_hmac());
         let wants_keys = algorithms.iter().any(|a| !a.is_hmac());

@@ -265,10 +265,10 @@ impl Receiver {
     pub fn jwks_urls(&self) -> Vec<&str> {
         let mut out = Vec::new();
         self.auth.walk(&mut |auth| {
-            if let Auth::Jwt(j) = auth {
-                if let Some(url) = &j.jwks_url {
-                    out.push(url.as_str());
-                }
+            if let Auth::Jwt(j) = auth
+                && let Some(url) = &j.jwks_url
+            {
+                out.push(url.as_str());
             }
         });
         out

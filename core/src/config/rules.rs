@@ -441,7 +441,9 @@ impl Decode for Action {
                         .map(|(i, v)| header_name(v, &at_fh.index(i), ctx))
                         .collect::<Result<_, _>>()?,
                     Some(other) => {
-                        return Err(at_fh.error(format!("expected an array, found {}", kind(other))));
+                        return Err(
+                            at_fh.error(format!("expected an array, found {}", kind(other)))
+                        );
                     }
                 };
                 Self::DeliverToPort(DeliverToPort {

@@ -22,14 +22,15 @@ use crate::request::Event;
 const MAX_CANDIDATES: usize = 16;
 
 /// The HMAC key a secret string stands for.
-pub fn decode_key(secret: &str, encoding: SecretEncoding) -> Result<Vec<u8>, ()> {
+/// `None` when the secret is not valid in its encoding, or decodes to nothing.
+pub fn decode_key(secret: &str, encoding: SecretEncoding) -> Option<Vec<u8>> {
     match encoding {
-        SecretEncoding::Raw => Ok(secret.as_bytes().to_vec()),
+        SecretEncoding::Raw => Some(secret.as_bytes().to_vec()),
         SecretEncoding::Base64 => {
             let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-            decode_base64(b64).filter(|k| !k.is_empty()).ok_or(())
+            decode_base64(b64).filter(|k| !k.is_empty())
         }
-        SecretEncoding::Hex => decode_hex(secret).filter(|k| !k.is_empty()).ok_or(()),
+        SecretEncoding::Hex => decode_hex(secret).filter(|k| !k.is_empty()),
     }
 }
 
@@ -60,10 +61,10 @@ pub(crate) fn algorithm_name(a: HmacAlgorithm) -> &'static str {
 }
 
 /// Reads and checks the signed timestamp; returns its text as received.
-pub(crate) fn check_timestamp<'e>(
+pub(crate) fn check_timestamp(
     spec: &TimestampSpec,
     tolerance: u64,
-    event: &'e Event<'_>,
+    event: &Event<'_>,
 ) -> Result<String, Failure> {
     let text = spec
         .source
@@ -222,7 +223,7 @@ pub(crate) fn check_macs<'s>(
     let mut tried = Vec::new();
     for (name, value) in secrets {
         tried.push(name);
-        let Ok(key) = decode_key(value, secret_encoding) else {
+        let Some(key) = decode_key(value, secret_encoding) else {
             continue;
         };
         let expected = mac(algorithm, &key, chunks);

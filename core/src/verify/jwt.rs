@@ -152,16 +152,16 @@ pub(crate) fn verify(j: &JwtAuth, event: &Event<'_>, env: &dyn Env) -> Result<St
             ),
         ));
     }
-    if let Some(nbf) = claims.not_before.map(|t| t.timestamp()) {
-        if now < nbf.saturating_sub(leeway) {
-            return Err(Failure::new(
-                FailureKind::Claims,
-                format!(
-                    "JWT not valid before {nbf} ({} s from now, leeway {leeway} s)",
-                    nbf - now
-                ),
-            ));
-        }
+    if let Some(nbf) = claims.not_before.map(|t| t.timestamp())
+        && now < nbf.saturating_sub(leeway)
+    {
+        return Err(Failure::new(
+            FailureKind::Claims,
+            format!(
+                "JWT not valid before {nbf} ({} s from now, leeway {leeway} s)",
+                nbf - now
+            ),
+        ));
     }
     if let Some(want) = &j.issuer {
         match claims.custom.get("iss").and_then(Value::as_str) {

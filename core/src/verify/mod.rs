@@ -226,7 +226,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// Hex in either case; `None` when odd-length or not hex.
 pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes

@@ -361,12 +361,12 @@ pub(crate) fn check_secret(provider: Provider, secret: &Secret) -> Result<(), St
         Provider::StandardWebhooks | Provider::Svix => {
             hmac::decode_key(secret.expose(), SecretEncoding::Base64)
                 .map(|_| ())
-                .map_err(|()| "expected a whsec_… key: base64 after the whsec_ prefix".to_owned())
+                .ok_or_else(|| "expected a whsec_… key: base64 after the whsec_ prefix".to_owned())
         }
         Provider::Gitlab if signing_token => {
             hmac::decode_key(secret.expose(), SecretEncoding::Base64)
                 .map(|_| ())
-                .map_err(|()| "a GitLab signing token is whsec_ followed by base64".to_owned())
+                .ok_or_else(|| "a GitLab signing token is whsec_ followed by base64".to_owned())
         }
         _ => Ok(()),
     }

@@ -90,7 +90,8 @@ fn error_after(edit: impl FnOnce(&mut Value)) -> String {
 
 #[test]
 fn errors_name_the_field_at_fault() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| {
                 v["rules"][1]["actions"][0] =
