@@ -26,7 +26,8 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     fn new(source: &ValueSource, value: &str) -> Self {
         let mut h = Sha256::new();
-        h.update(source.describe().as_bytes());
+        // Header names are case-insensitive, so the namespace is too.
+        h.update(source.describe().to_ascii_lowercase().as_bytes());
         h.update([0]);
         h.update(value.as_bytes());
         let mut shown = value.to_owned();

@@ -13,56 +13,37 @@ use super::{Failure, FailureKind, ct_eq, decode_base64};
 use crate::config::source::header_value;
 use crate::config::{BasicAuth, BearerAuth, IpAllowlist, TokenAuth};
 use crate::request::Event;
+use crate::secret::Secret;
 
 /// Equal-length digests make the comparison independent of the secret's length.
 fn secret_eq(given: &[u8], secret: &str) -> bool {
     ct_eq(&Sha256::digest(given), &Sha256::digest(secret.as_bytes()))
 }
 
-pub(crate) fn header_equals(t: &TokenAuth, event: &Event<'_>) -> Result<String, Failure> {
-    let given =
-        header_value(event, &t.name).map_err(|why| Failure::new(FailureKind::Missing, why))?;
-    if secret_eq(given.as_bytes(), t.secret.expose()) {
-        Ok(format!(
-            "header {} matched secret {}",
-            t.name,
-            t.secret.name()
-        ))
+/// Compares a presented token with a secret; `origin` names where it came from.
+fn token(given: &str, secret: &Secret, origin: &str) -> Result<String, Failure> {
+    if secret_eq(given.as_bytes(), secret.expose()) {
+        Ok(format!("{origin} matched secret {}", secret.name()))
     } else {
         Err(Failure::new(
             FailureKind::Mismatch,
-            format!(
-                "header {} does not match secret {}",
-                t.name,
-                t.secret.name()
-            ),
+            format!("{origin} does not match secret {}", secret.name()),
         ))
     }
 }
 
+pub(crate) fn header_equals(t: &TokenAuth, event: &Event<'_>) -> Result<String, Failure> {
+    let given =
+        header_value(event, &t.name).map_err(|why| Failure::new(FailureKind::Missing, why))?;
+    token(given, &t.secret, &format!("header {}", t.name))
+}
+
 pub(crate) fn query_equals(t: &TokenAuth, event: &Event<'_>) -> Result<String, Failure> {
-    let given = event.query_param(&t.name).ok_or_else(|| {
-        Failure::new(
-            FailureKind::Missing,
-            format!("query parameter {} missing", t.name),
-        )
-    })?;
-    if secret_eq(given.as_bytes(), t.secret.expose()) {
-        Ok(format!(
-            "query parameter {} matched secret {}",
-            t.name,
-            t.secret.name()
-        ))
-    } else {
-        Err(Failure::new(
-            FailureKind::Mismatch,
-            format!(
-                "query parameter {} does not match secret {}",
-                t.name,
-                t.secret.name()
-            ),
-        ))
-    }
+    let origin = format!("query parameter {}", t.name);
+    let given = event
+        .query_param(&t.name)
+        .ok_or_else(|| Failure::new(FailureKind::Missing, format!("{origin} missing")))?;
+    token(given, &t.secret, &origin)
 }
 
 /// The credentials after an `Authorization` scheme word, matched case-insensitively.
@@ -111,15 +92,7 @@ pub(crate) fn basic(b: &BasicAuth, event: &Event<'_>) -> Result<String, Failure>
 }
 
 pub(crate) fn bearer(b: &BearerAuth, event: &Event<'_>) -> Result<String, Failure> {
-    let token = authorization(event, "Bearer")?;
-    if secret_eq(token.as_bytes(), b.secret.expose()) {
-        Ok(format!("bearer token matched secret {}", b.secret.name()))
-    } else {
-        Err(Failure::new(
-            FailureKind::Mismatch,
-            format!("bearer token does not match secret {}", b.secret.name()),
-        ))
-    }
+    token(authorization(event, "Bearer")?, &b.secret, "bearer token")
 }
 
 pub(crate) fn ip_allowlist(list: &IpAllowlist, event: &Event<'_>) -> Result<String, Failure> {
