@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::config::Auth;
+use crate::config::{Auth, ProviderAuth};
 use crate::explain::{Outcome, Stage, Step};
 use crate::request::Event;
 use crate::verify::providers::Provider;
@@ -25,36 +25,35 @@ pub struct HandshakeReply {
     pub body: Vec<u8>,
 }
 
-/// Answers the request if it is a handshake of a provider preset in the auth tree.
-pub fn answer(auth: &Auth, event: &Event<'_>) -> Option<(HandshakeReply, Step)> {
-    let mut presets = Vec::new();
-    auth.walk(&mut |a| {
-        if let Auth::Provider(p) = a {
-            presets.push(p);
-        }
-    });
-    presets.into_iter().find_map(|p| {
-        let reply = match p.provider {
-            Provider::Slack => slack(event),
-            Provider::Zoom => zoom(event, p.secret.expose()),
-            Provider::Twitch => twitch(event),
-            _ => None,
-        }?;
-        let step = Step::new(
-            Stage::Handshake,
-            Outcome::Info,
-            format!("{} handshake answered; not a delivery", p.provider.name()),
-        );
-        Some((reply, step))
-    })
+/// Answers the request if it is a handshake of the preset that authenticated it.
+/// Only that preset counts: with `any[zoom, bearer_static]`, a bearer-token holder
+/// must not get Zoom's secret to sign their chosen text.
+pub fn answer(passed: Option<&ProviderAuth>, event: &Event<'_>) -> Option<(HandshakeReply, Step)> {
+    let p = passed?;
+    let reply = match p.provider {
+        Provider::Slack => slack(event),
+        Provider::Zoom => zoom(event, p.secret.expose()),
+        Provider::Twitch => twitch(event),
+        _ => None,
+    }?;
+    let step = Step::new(
+        Stage::Handshake,
+        Outcome::Info,
+        format!("{} handshake answered; not a delivery", p.provider.name()),
+    );
+    Some((reply, step))
 }
 
 /// Answers the unsigned pings a preset's provider sends before any signed event.
+/// Only where the preset alone would decide the request — the whole auth tree, or
+/// a direct alternative under a top-level `any` — so the ping never slips past
+/// another guard such as an IP allowlist.
 pub fn answer_unsigned(auth: &Auth, event: &Event<'_>) -> Option<(HandshakeReply, Step)> {
-    let mut woo = false;
-    auth.walk(&mut |a| {
-        woo |= matches!(a, Auth::Provider(p) if p.provider == Provider::Woocommerce)
-    });
+    let is_woo = |a: &Auth| matches!(a, Auth::Provider(p) if p.provider == Provider::Woocommerce);
+    let woo = match auth {
+        Auth::Any(c) => c.verifiers.iter().any(is_woo),
+        other => is_woo(other),
+    };
     if !woo
         || event
             .request

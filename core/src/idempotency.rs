@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Auth, Receiver, ValueSource};
+use crate::config::{ProviderAuth, Receiver, ValueSource};
 use crate::explain::{Outcome, Stage, Step};
 use crate::request::Event;
 use crate::verify::encode_hex;
@@ -45,25 +45,24 @@ impl IdempotencyKey {
     }
 }
 
-/// The sources tried for a receiver, in order: its own config, else the preset's.
-pub fn sources(receiver: &Receiver) -> Vec<ValueSource> {
-    if let Some(idem) = &receiver.idempotency {
-        return vec![idem.source.clone()];
+/// The sources tried for a request, in order: the receiver's own config, else the
+/// delivery id of the provider preset that authenticated it.
+pub fn sources(receiver: &Receiver, passed: Option<&ProviderAuth>) -> Vec<ValueSource> {
+    match (&receiver.idempotency, passed) {
+        (Some(idem), _) => vec![idem.source.clone()],
+        (None, Some(p)) => p.provider.spec().idempotency,
+        (None, None) => Vec::new(),
     }
-    let mut found = Vec::new();
-    receiver.auth.walk(&mut |auth| {
-        if let Auth::Provider(p) = auth
-            && found.is_empty()
-        {
-            found = p.provider.spec().idempotency;
-        }
-    });
-    found
 }
 
-/// Derives the key, or `None` with a trace step that says why.
-pub fn key(receiver: &Receiver, event: &Event<'_>) -> (Option<IdempotencyKey>, Step) {
-    let sources = sources(receiver);
+/// Derives the key, or `None` with a trace step that says why. A source that
+/// yields several values (a JSONPath over a batch of events) keys on all of them.
+pub fn key(
+    receiver: &Receiver,
+    passed: Option<&ProviderAuth>,
+    event: &Event<'_>,
+) -> (Option<IdempotencyKey>, Step) {
+    let sources = sources(receiver, passed);
     if sources.is_empty() {
         return (
             None,
@@ -76,9 +75,9 @@ pub fn key(receiver: &Receiver, event: &Event<'_>) -> (Option<IdempotencyKey>, S
     }
     let mut misses = Vec::new();
     for source in &sources {
-        match source.read_first(event) {
-            Ok(value) => {
-                let key = IdempotencyKey::new(source, &value);
+        match source.read_all(event) {
+            Ok(values) => {
+                let key = IdempotencyKey::new(source, &values.join(","));
                 let step = Step::new(
                     Stage::Idempotency,
                     Outcome::Pass,
@@ -132,7 +131,7 @@ mod tests {
             remote_addr: None,
             received_at: 0,
         };
-        key(r, &Event::new(req))
+        key(r, None, &Event::new(req))
     }
 
     #[test]

@@ -52,20 +52,21 @@ pub fn evaluate(receiver: &Receiver, request: Request<'_>, env: &dyn Env) -> Eva
 
     let verdict = verify::authenticate(&receiver.auth, &event, env);
     trace.push(verdict.step);
+    let passed = verdict.provider;
     if let Err(failure) = verdict.result {
         out.auth = Err(failure);
         out.trace = trace;
         return out;
     }
 
-    if let Some((reply, step)) = handshake::answer(&receiver.auth, &event) {
+    if let Some((reply, step)) = handshake::answer(passed, &event) {
         trace.push(step);
         out.handshake = Some(reply);
         out.trace = trace;
         return out;
     }
 
-    let (key, step) = idempotency::key(receiver, &event);
+    let (key, step) = idempotency::key(receiver, passed, &event);
     trace.push(step);
     out.key = key;
 

@@ -110,6 +110,18 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
         }
         _ => a == b,
     };
+    // Credentials read by a rule (`header Authorization exists`) stay out of traces.
+    let redact = match subject {
+        Subject::Header(name) | Subject::Query(name) => sensitive(name),
+        Subject::JsonPath(_) => false,
+    };
+    let excerpt = |v: &Value| {
+        if redact {
+            "<redacted>".to_owned()
+        } else {
+            excerpt(v)
+        }
+    };
     let seen = match values.as_slice() {
         [] => "absent".to_owned(),
         [one] => format!("was {}", excerpt(one)),
@@ -136,7 +148,11 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
         }
         Operator::In(set) => {
             let ok = values.iter().any(|v| set.iter().any(|w| eq(v, w)));
-            let shown = excerpt(&Value::Array(set.clone()));
+            let shown = if redact {
+                "<redacted>".to_owned()
+            } else {
+                crate::explain::excerpt(&Value::Array(set.clone()))
+            };
             (ok, format!("{what} {seen}, wanted one of {shown}"))
         }
         Operator::Exists(want) => {
@@ -156,6 +172,23 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
             )
         }
     }
+}
+
+/// Whether a header or query parameter of this name carries a credential.
+fn sensitive(name: &str) -> bool {
+    const WORDS: [&str; 9] = [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "signature",
+        "password",
+        "key",
+        "sig",
+        "hmac",
+    ];
+    let name = name.to_ascii_lowercase();
+    WORDS.iter().any(|w| name.contains(w))
 }
 
 #[cfg(test)]
@@ -249,6 +282,22 @@ mod tests {
         let (ok, why) = check(any, PR);
         assert!(ok);
         assert_eq!(why, "not ($.number was 42, wanted 1)");
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_reasons() {
+        let cond = json!({"header": "X-GitHub-Event", "equals": "push"});
+        assert_eq!(
+            check(cond, PR).1,
+            r#"header X-GitHub-Event was "pull_request", wanted "push""#
+        );
+        let (_, why) = check(
+            json!({"header": "Authorization", "equals": "Bearer s3cr3t"}),
+            PR,
+        );
+        assert_eq!(why, "header Authorization absent, wanted <redacted>");
+        let (_, why) = check(json!({"query": "api_key", "in": ["k1", "k2"]}), PR);
+        assert_eq!(why, "query api_key absent, wanted one of <redacted>");
     }
 
     #[test]

@@ -225,11 +225,12 @@ impl HmacAuth {
         for (i, secret) in secrets.iter().enumerate() {
             if crate::verify::hmac::decode_key(secret.expose(), secret_encoding).is_none() {
                 let at = match &secrets {
-                    Secrets::Secret(_) => obj.at("secret").key("value"),
-                    Secrets::Secrets(_) => obj.at("secrets").index(i).key("value"),
+                    Secrets::Secret(_) => obj.at("secret"),
+                    Secrets::Secrets(_) => obj.at("secrets").index(i),
                 };
                 return Err(at.error(
-                    format!("not valid {secret_encoding:?} for secret_encoding").to_lowercase(),
+                    format!("value is not valid {secret_encoding:?} for secret_encoding")
+                        .to_lowercase(),
                 ));
             }
         }
@@ -267,6 +268,27 @@ impl HmacAuth {
                 &["header", "query", "header_param", "json_path"],
             )?),
         };
+        // A timestamp outside the signed bytes protects nothing: a replay would just
+        // carry a fresh one. It must be in the template, or inside the signed body.
+        if let Some(ts) = &timestamp {
+            let signs_body = match &signed_payload {
+                SignedPayload::RawBody => true,
+                SignedPayload::Template { template } => template.uses(&TemplatePart::Body),
+            };
+            let signed = match (&signed_payload, &ts.source) {
+                (_, ValueSource::JsonPath { .. }) => signs_body,
+                (SignedPayload::Template { template }, _) => {
+                    template.uses(&TemplatePart::Timestamp)
+                }
+                (SignedPayload::RawBody, _) => false,
+            };
+            if !signed {
+                return Err(obj.at("timestamp").error(
+                    "the timestamp is not signed: use {timestamp} in signed_payload.template \
+                     (or read it with json_path from a signed body)",
+                ));
+            }
+        }
         if let SignedPayload::Template { template } = &signed_payload {
             let at = obj.at("signed_payload").key("template");
             if template.uses(&TemplatePart::Timestamp) && timestamp.is_none() {
@@ -376,11 +398,12 @@ impl JwtAuth {
         };
         let jwks_url: Option<String> = obj.opt("jwks_url")?;
         if let Some(url) = &jwks_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && !secure_url(url)
         {
-            return Err(obj
-                .at("jwks_url")
-                .error("expected an http:// or https:// URL"));
+            return Err(obj.at("jwks_url").error(
+                "expected an https:// URL (http:// only for 127.0.0.1, [::1] or localhost): \
+                 keys fetched in clear can be swapped in transit",
+            ));
         }
         let wants_hmac = algorithms.iter().any(|a| a.is_hmac());
         let wants_keys = algorithms.iter().any(|a| !a.is_hmac());
@@ -404,8 +427,9 @@ impl JwtAuth {
                     .error("give `jwks` or `jwks_url`, not both"));
             }
             (false, true, _) | (false, _, true) => {
+                let field = if jwks.is_some() { "jwks" } else { "jwks_url" };
                 return Err(obj
-                    .at("jwks")
+                    .at(field)
                     .error("keys are only used by RS256/ES256/EdDSA"));
             }
             _ => {}
@@ -433,6 +457,25 @@ impl JwtAuth {
             token,
         })
     }
+}
+
+/// An https URL, or http to the loopback interface (a key server beside the host).
+fn secure_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            authority
+        }
+    });
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
 }
 
 /// A provider preset: the provider's own scheme, delivery-id header and tolerance.

@@ -250,6 +250,12 @@ impl<'v, 'c, 's> Obj<'v, 'c, 's> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// A field's value with JSON `null` kept (where null is a meaningful value).
+    pub(crate) fn raw_value(&mut self, key: &'static str) -> Option<&'v Value> {
+        self.read.push(key);
+        self.map.get(key)
+    }
+
     /// A required field's raw value.
     pub(crate) fn raw_req(&mut self, key: &'static str) -> Result<&'v Value, Error> {
         self.raw(key)

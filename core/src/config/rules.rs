@@ -127,8 +127,12 @@ impl Decode for Condition {
                     .filter(|k| map.contains_key(*k))
                     .collect();
                 let operator = match operators.as_slice() {
-                    ["equals"] => Operator::Equals(obj.req("equals")?),
-                    ["not_equals"] => Operator::NotEquals(obj.req("not_equals")?),
+                    ["equals"] => {
+                        Operator::Equals(obj.raw_value("equals").cloned().unwrap_or_default())
+                    }
+                    ["not_equals"] => Operator::NotEquals(
+                        obj.raw_value("not_equals").cloned().unwrap_or_default(),
+                    ),
                     ["in"] => Operator::In(non_empty(obj.raw_req("in")?, &obj.at("in"), ctx)?),
                     ["exists"] => Operator::Exists(obj.req("exists")?),
                     ["matches"] => Operator::Matches(obj.req("matches")?),
@@ -412,16 +416,23 @@ impl Decode for Action {
                 let port = ranged(obj.raw_req("port")?, &obj.at("port"), 1, 65_535)?;
                 let path: Option<String> = obj.opt("path")?;
                 if let Some(p) = &path {
+                    // Dot-segments are checked after percent-decoding too: URL parsers
+                    // treat `%2e%2e` as `..`.
+                    let decoded = crate::request::percent_decode(p.as_bytes(), false);
+                    let dot_segment =
+                        |s: &str| s.split(['/', '?']).any(|seg| seg == ".." || seg == ".");
                     let bad = !p.starts_with('/')
                         || p.starts_with("//")
                         || p.len() > 2048
-                        || p.split(['/', '?']).any(|seg| seg == "..")
+                        || dot_segment(p)
+                        || dot_segment(&decoded)
+                        || decoded.contains('\\')
                         || p.chars()
                             .any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '\\');
                     if bad {
                         return Err(obj.at("path").error(
                             "expected an absolute path like /hooks/github \
-                             (no whitespace, '#', '\\', '..' segments or leading '//')",
+                             (no whitespace, '#', '\\', '.' or '..' segments, or leading '//')",
                         ));
                     }
                 }

@@ -16,7 +16,7 @@ pub mod time;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{Auth, PluginAuth};
+use crate::config::{Auth, PluginAuth, ProviderAuth};
 use crate::explain::{Outcome, Stage, Step};
 use crate::jwks::Jwks;
 use crate::request::{Event, Request};
@@ -101,21 +101,29 @@ impl Env for NoEnv {
 
 /// The outcome of authentication with its trace.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Verdict<'a> {
     pub result: Result<(), Failure>,
     pub step: Step,
+    /// The provider preset whose check passed, if one did (the first, in tree
+    /// order). Its handshake and delivery id apply to this request; a preset that
+    /// sits in a failed branch of an `any` says nothing about it.
+    pub provider: Option<&'a ProviderAuth>,
 }
 
+/// What one node of the tree decided: the result, its step, the preset that passed.
+type Decided<'a> = (Result<String, Failure>, Step, Option<&'a ProviderAuth>);
+
 /// Evaluates the auth tree.
-pub fn authenticate(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> Verdict {
-    let (result, step) = node(auth, event, env);
+pub fn authenticate<'a>(auth: &'a Auth, event: &Event<'_>, env: &dyn Env) -> Verdict<'a> {
+    let (result, step, provider) = node(auth, event, env);
     Verdict {
         result: result.map(|_| ()),
         step,
+        provider,
     }
 }
 
-fn node(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> (Result<String, Failure>, Step) {
+fn node<'a>(auth: &'a Auth, event: &Event<'_>, env: &dyn Env) -> Decided<'a> {
     let result = match auth {
         Auth::All(c) => return combine(true, &c.verifiers, event, env),
         Auth::Any(c) => return combine(false, &c.verifiers, event, env),
@@ -135,24 +143,29 @@ fn node(auth: &Auth, event: &Event<'_>, env: &dyn Env) -> (Result<String, Failur
                 Failure::new(FailureKind::Plugin, format!("plugin {}: {why}", p.plugin))
             }),
     };
-    let step = match &result {
-        Ok(msg) => Step::new(Stage::Auth, Outcome::Pass, msg.clone()),
-        Err(f) => Step::new(Stage::Auth, Outcome::Fail, f.reason.clone()),
+    let (step, provider) = match &result {
+        Ok(msg) => {
+            let provider = match auth {
+                Auth::Provider(p) => Some(p),
+                _ => None,
+            };
+            (Step::new(Stage::Auth, Outcome::Pass, msg.clone()), provider)
+        }
+        Err(f) => (
+            Step::new(Stage::Auth, Outcome::Fail, f.reason.clone()),
+            None,
+        ),
     };
-    (result, step)
+    (result, step, provider)
 }
 
-fn combine(
-    all: bool,
-    verifiers: &[Auth],
-    event: &Event<'_>,
-    env: &dyn Env,
-) -> (Result<String, Failure>, Step) {
+fn combine<'a>(all: bool, verifiers: &'a [Auth], event: &Event<'_>, env: &dyn Env) -> Decided<'a> {
     let name = if all { "all" } else { "any" };
     let mut children = Vec::new();
     let mut failures: Vec<Failure> = Vec::new();
+    let mut provider = None;
     for v in verifiers {
-        let (result, step) = node(v, event, env);
+        let (result, step, passed) = node(v, event, env);
         children.push(step);
         match result {
             Err(f) if all => {
@@ -164,7 +177,7 @@ fn combine(
                 );
                 let step =
                     Step::new(Stage::Auth, Outcome::Fail, msg.clone()).with_children(children);
-                return (Err(Failure::new(f.kind, msg)), step);
+                return (Err(Failure::new(f.kind, msg)), step, None);
             }
             Err(f) => failures.push(f),
             Ok(_) if !all => {
@@ -173,20 +186,17 @@ fn combine(
                     children.len(),
                     verifiers.len()
                 );
-                return (
-                    Ok(msg.clone()),
-                    Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children),
-                );
+                let step =
+                    Step::new(Stage::Auth, Outcome::Pass, msg.clone()).with_children(children);
+                return (Ok(msg), step, passed);
             }
-            Ok(_) => {}
+            Ok(_) => provider = provider.or(passed),
         }
     }
     if all {
         let msg = format!("{name}: all {} verifiers passed", verifiers.len());
-        return (
-            Ok(msg.clone()),
-            Step::new(Stage::Auth, Outcome::Pass, msg).with_children(children),
-        );
+        let step = Step::new(Stage::Auth, Outcome::Pass, msg.clone()).with_children(children);
+        return (Ok(msg), step, provider);
     }
     // An unknown key anywhere lets the host refresh its key sets and try again.
     let kind = if failures.iter().any(|f| f.kind == FailureKind::UnknownKey) {
@@ -200,10 +210,8 @@ fn combine(
         verifiers.len(),
         reasons.join("; ")
     );
-    (
-        Err(Failure::new(kind, msg.clone())),
-        Step::new(Stage::Auth, Outcome::Fail, msg).with_children(children),
-    )
+    let step = Step::new(Stage::Auth, Outcome::Fail, msg.clone()).with_children(children);
+    (Err(Failure::new(kind, msg)), step, None)
 }
 
 /// Compares two secrets-derived byte strings in constant time (for equal lengths;

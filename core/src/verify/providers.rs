@@ -154,7 +154,10 @@ impl Provider {
             Self::Vercel => vec![json("$.id")],
             // No stable delivery id (WooCommerce's changes per attempt): a resend carries
             // the same bytes, so the body's hash identifies it.
-            Self::Zoom | Self::Webflow | Self::Hubspot | Self::Meta | Self::Woocommerce => {
+            // HubSpot batches events and bumps `attemptNumber` in the body on each retry,
+            // so the body changes; the batch's event ids do not.
+            Self::Hubspot => vec![json("$[*].eventId")],
+            Self::Zoom | Self::Webflow | Self::Meta | Self::Woocommerce => {
                 vec![ValueSource::BodySha256]
             }
         };

@@ -70,7 +70,9 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
                 b'-' => -1,
                 _ => return None,
             };
-            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+            let o = rest.as_bytes();
+            let digits = |r: std::ops::Range<usize>| o[r].iter().all(u8::is_ascii_digit);
+            if o.len() != 6 || o[3] != b':' || !digits(1..3) || !digits(4..6) {
                 return None;
             }
             let h: i64 = rest[1..3].parse().ok()?;

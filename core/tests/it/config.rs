@@ -262,7 +262,7 @@ fn errors_name_the_field_at_fault() {
             Box::new(
                 |v| v["auth"] = json!({"auth_type": "jwt", "algorithms": ["RS256"], "jwks_url": "file:///etc/passwd"}),
             ),
-            "auth.jwks_url: expected an http:// or https:// URL",
+            "auth.jwks_url: expected an https:// URL (http:// only for 127.0.0.1, [::1] or localhost)",
         ),
         (
             Box::new(
@@ -318,6 +318,84 @@ fn errors_name_the_field_at_fault() {
         (
             Box::new(|v| *v = json!([1])),
             "expected an object, found an array",
+        ),
+    ];
+    for (edit, want) in cases {
+        let got = error_after(edit);
+        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
+    }
+}
+
+#[test]
+fn accepted_edge_cases() {
+    let mut v = design();
+    // A timestamp read from a signed body is protected by the signature.
+    v["auth"]["timestamp"] =
+        json!({"source": "json_path", "path": "$.ts", "format": "unix_millis"});
+    // JSON null is a value a rule may compare against.
+    v["rules"][0]["when"] = json!({"json_path": "$.draft", "equals": null});
+    v["rules"][0]["actions"][1]["path"] = json!("/hooks/github%20x?q=1");
+    v["rules"].as_array_mut().unwrap().push(json!({"when": {"json_path": "$.a", "not_equals": null}, "actions": [{"action_type": "pause_sandbox"}]}));
+    let r = Receiver::from_json(&v).unwrap_or_else(|e| panic!("{e}"));
+    let out = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        out["rules"][0]["when"],
+        json!({"json_path": "$.draft", "equals": null})
+    );
+    for url in [
+        "http://127.0.0.1:8099/jwks",
+        "http://localhost/jwks",
+        "http://[::1]:9/jwks",
+        "https://idp.example/jwks",
+    ] {
+        let mut v = design();
+        v["auth"] = json!({"auth_type": "jwt", "algorithms": ["RS256"], "jwks_url": url});
+        assert!(Receiver::from_json(&v).is_ok(), "{url}");
+    }
+}
+
+#[test]
+fn unsafe_settings_are_refused() {
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(
+                |v| v["auth"] = json!({"auth_type": "jwt", "algorithms": ["RS256"], "jwks_url": "http://idp.example/jwks"}),
+            ),
+            "auth.jwks_url: expected an https:// URL",
+        ),
+        (
+            Box::new(
+                |v| v["auth"] = json!({"auth_type": "jwt", "algorithms": ["HS256"], "secret": {"name": "k", "value": "v"}, "jwks_url": "https://idp/jwks"}),
+            ),
+            "auth.jwks_url: keys are only used by RS256/ES256/EdDSA",
+        ),
+        (
+            Box::new(|v| v["auth"]["timestamp"] = json!({"source": "header", "name": "X-T"})),
+            "auth.timestamp: the timestamp is not signed",
+        ),
+        (
+            Box::new(|v| {
+                v["auth"]["timestamp"] = json!({"source": "header", "name": "X-T"});
+                v["auth"]["signed_payload"] = json!({"type": "template", "template": "{body}"});
+            }),
+            "auth.timestamp: the timestamp is not signed",
+        ),
+        (
+            Box::new(|v| {
+                v["auth"]["timestamp"] = json!({"source": "json_path", "path": "$.ts"});
+                v["auth"]["signed_payload"] =
+                    json!({"type": "template", "template": "{header:X-A}"});
+            }),
+            "auth.timestamp: the timestamp is not signed",
+        ),
+        (
+            Box::new(|v| v["rules"][0]["actions"][1]["path"] = json!("/%2e%2e/admin")),
+            "rules[0].actions[1].path: expected an absolute path",
+        ),
+        (
+            Box::new(|v| v["rules"][0]["actions"][1]["path"] = json!("/a/./b")),
+            "rules[0].actions[1].path: expected an absolute path",
         ),
     ];
     for (edit, want) in cases {

@@ -151,7 +151,7 @@ fn tampered_and_wrong_key_tokens_fail() {
 
 #[test]
 fn algorithm_must_be_allowed() {
-    // An RS256 receiver refuses an HS256 token, even one "signed" with the public key.
+    // An RS256 receiver refuses an HS256 token.
     let t = token("HS256", None, &default_claims());
     assert_fails(
         &key_auth(&["RS256"]),
@@ -159,6 +159,28 @@ fn algorithm_must_be_allowed() {
         FailureKind::Claims,
         "alg \"HS256\" is not allowed (allowed: RS256)",
     );
+    // Algorithm confusion: a receiver allowing both HS256 and RS256 never uses the
+    // public key as an HMAC key. Forge HS256 tokens keyed with the RSA public key in
+    // the forms an attacker would try: the JWK text and the raw modulus.
+    let mut both = key_auth(&["HS256", "RS256"]);
+    both["secret"] = secret(HS_SECRET);
+    let public_key = rsa_key().to_public_key();
+    let jwk_text = serde_json::to_vec(&public_jwk(JsonWebKey::from(&public_key), "rsa-1")).unwrap();
+    let JsonWebKey::Rsa { modulus, .. } = JsonWebKey::from(&public_key) else {
+        unreachable!()
+    };
+    for key in [jwk_text, modulus.to_vec()] {
+        let header = Header::empty().with_key_id("rsa-1");
+        let forged = Hs256
+            .token(&header, &default_claims(), &Hs256Key::new(&key))
+            .unwrap();
+        assert_fails(
+            &both,
+            &bearer(&forged),
+            FailureKind::Mismatch,
+            "HS256 signature does not verify",
+        );
+    }
     // alg "none" is never a configured algorithm.
     let none = format!(
         "{}.{}.",

@@ -202,6 +202,48 @@ fn zoom_url_validation_returns_the_encrypted_token() {
     );
 }
 
+/// A bearer-token holder on `any[zoom, bearer]` must not get Zoom's secret to sign
+/// their chosen text: only the preset that authenticated a request answers it.
+#[test]
+fn handshakes_belong_to_the_verifier_that_passed() {
+    let r = receiver(json!({"auth_type": "any", "verifiers": [
+        {"auth_type": "provider", "provider": "zoom", "secret": secret("zoom_secret_token")},
+        {"auth_type": "bearer_static", "secret": {"name": "b", "value": "bearer-token"}}
+    ]}));
+    let forged =
+        br#"{"event":"endpoint.url_validation","payload":{"plainToken":"v0:1700000000:{}"}}"#;
+    let req = Req::post(forged.to_vec()).header("Authorization", "Bearer bearer-token");
+    let e = evaluate(&r, req.request(), &NoEnv);
+    assert!(e.auth.is_ok());
+    assert!(
+        e.handshake.is_none(),
+        "answered a Zoom challenge for a bearer-authenticated request"
+    );
+}
+
+#[test]
+fn woocommerce_ping_does_not_skip_other_guards() {
+    let r = receiver(json!({"auth_type": "all", "verifiers": [
+        {"auth_type": "ip_allowlist", "cidrs": ["10.0.0.0/8"]},
+        {"auth_type": "provider", "provider": "woocommerce", "secret": secret("wc_secret")}
+    ]}));
+    let e = evaluate(
+        &r,
+        Req::post("webhook_id=17").remote("1.2.3.4").request(),
+        &NoEnv,
+    );
+    assert!(e.handshake.is_none() && e.auth.is_err());
+    let r = receiver(json!({"auth_type": "any", "verifiers": [
+        {"auth_type": "bearer_static", "secret": {"name": "b", "value": "t"}},
+        {"auth_type": "provider", "provider": "woocommerce", "secret": secret("wc_secret")}
+    ]}));
+    assert!(
+        evaluate(&r, Req::post("webhook_id=17").request(), &NoEnv)
+            .handshake
+            .is_some()
+    );
+}
+
 #[test]
 fn twitch_callback_verification_echoes_the_challenge() {
     let r = provider_receiver("twitch", "s3cRe7s3cRe7");

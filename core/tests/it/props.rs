@@ -164,13 +164,16 @@ proptest! {
             prop::collection::vec(any::<u8>(), 0..256),
             arb_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         ],
-        query in "[a-zA-Z0-9=&%+?#.:/_-]{0,40}",
+        url in prop_oneof![
+            "[a-zA-Z0-9=&%+?#.:/_-]{0,40}".prop_map(|q| format!("https://h:443/hooks/r?{q}")),
+            "\\PC{0,60}",
+            "(https?://)?(\\[[0-9a-f:]{0,12}\\]|[a-z.@:é]{0,12})(:[0-9]{0,6})?[/?#%a-z0-9=&é]{0,20}",
+        ],
         method in "[A-Z]{0,7}",
         received_at in any::<i64>(),
         ip in any::<Option<std::net::IpAddr>>(),
     ) {
         let headers: Headers = headers.into_iter().collect();
-        let url = format!("https://h:443/hooks/r?{query}");
         for r in receivers() {
             let req = Request { method: &method, url: &url, headers: &headers, body: &body, remote_addr: ip, received_at };
             let _ = evaluate(&r, req, &NoEnv);

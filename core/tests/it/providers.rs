@@ -254,10 +254,12 @@ const SECRET: &str = "whsec_dGhpcyBpcyBhIHRlc3Qgc2VjcmV0IGtleSE=";
 const WRONG: &str = "whsec_d3Jvbmcgd3Jvbmcgd3Jvbmcgd3Jvbmch";
 const URL: &str = "https://hooks.example.com/hooks/rcv_1?x=1";
 
+const TWILIO_FORM: &str = "To=%2B18005551212&Body=opened&From=%2B14158675309";
+
 /// A body for the provider at time `ts`; each contains "opened" to tamper with.
 fn body_for(p: Provider, ts: i64) -> Vec<u8> {
     match p {
-        Provider::Twilio => b"Body=opened&From=%2B14158675309&To=%2B18005551212".to_vec(),
+        Provider::Twilio => TWILIO_FORM.as_bytes().to_vec(),
         Provider::Linear => {
             format!(r#"{{"action":"opened","webhookTimestamp":{}}}"#, ts * 1000).into_bytes()
         }
@@ -308,14 +310,19 @@ fn sign(p: Provider, secret: &str, body: &[u8], ts: i64) -> Req {
         // A whsec_ secret makes the GitLab preset expect its signing-token scheme.
         Provider::Gitlab => standard("webhook"),
         Provider::Twilio => {
-            let mut params = hookgate_core::request::parse_form(body);
-            params.sort();
-            let mut s = URL.to_owned();
-            for (k, v) in params {
-                s.push_str(&k);
-                s.push_str(&v);
-            }
-            req.header("X-Twilio-Signature", b64(&hmac_sha1(raw, s.as_bytes())))
+            // Written out by hand (not with core's form decoder): names and decoded
+            // values, sorted by name, concatenated after the URL.
+            let word = if body == TWILIO_FORM.as_bytes() {
+                "opened"
+            } else {
+                "closed"
+            };
+            assert_eq!(body, TWILIO_FORM.replace("opened", word).as_bytes());
+            let signed = format!("{URL}Body{word}From+14158675309To+18005551212");
+            req.header(
+                "X-Twilio-Signature",
+                b64(&hmac_sha1(raw, signed.as_bytes())),
+            )
         }
         Provider::Square => req.header(
             "x-square-hmacsha256-signature",
@@ -400,6 +407,24 @@ fn signature_header(p: Provider) -> &'static str {
     }
 }
 
+/// The header carrying the signed timestamp, where it is a header of its own.
+fn timestamp_header(p: Provider) -> Option<&'static str> {
+    Some(match p {
+        Provider::Slack => "X-Slack-Request-Timestamp",
+        Provider::Zoom => "x-zm-request-timestamp",
+        Provider::StandardWebhooks | Provider::Gitlab => "webhook-timestamp",
+        Provider::Svix => "svix-timestamp",
+        Provider::Twitch => "Twitch-Eventsub-Message-Timestamp",
+        Provider::Webflow => "x-webflow-timestamp",
+        Provider::Hubspot => "X-HubSpot-Request-Timestamp",
+        _ => return None,
+    })
+}
+
+fn header_of(req: &Req, name: &str) -> String {
+    req.headers.get(name).unwrap().to_owned()
+}
+
 /// The preset's replay window, for providers that sign a timestamp.
 fn tolerance(p: Provider) -> Option<i64> {
     match p {
@@ -442,6 +467,16 @@ fn every_preset_valid_tampered_wrong_secret_missing_and_out_of_tolerance() {
             f.reason
         );
 
+        // The reason never carries the signature that would have matched.
+        let expected = sign(p, SECRET, &tampered.body, NOW);
+        let expected_sig = header_of(&expected, signature_header(p));
+        let tail = &expected_sig[expected_sig.len() - 16..];
+        assert!(
+            !f.reason.contains(tail),
+            "{name} leaks the expected signature: {}",
+            f.reason
+        );
+
         let wrong = sign(p, WRONG, &body, NOW);
         let f = verify(&auth, &wrong).expect_err(name);
         assert_eq!(
@@ -477,14 +512,62 @@ fn every_preset_valid_tampered_wrong_secret_missing_and_out_of_tolerance() {
                     f.reason
                 );
             }
-            // Just inside the window passes.
-            let ts = NOW - tol + 1;
-            assert!(
-                verify(&auth, &sign(p, SECRET, &body_for(p, ts), ts)).is_ok(),
-                "{name} inside window"
-            );
+            // Just inside the window passes, both ways.
+            for ts in [NOW - tol + 1, NOW + tol - 1] {
+                let req = sign(p, SECRET, &body_for(p, ts), ts);
+                assert!(verify(&auth, &req).is_ok(), "{name} inside window");
+            }
+            // A fresh timestamp on an old signature is a replay, not a new request.
+            if let Some(ts_header) = timestamp_header(p) {
+                let fresh = header_of(&sign(p, SECRET, &body, NOW), ts_header);
+                let replay = sign(p, SECRET, &body, NOW - 10)
+                    .without(ts_header)
+                    .header(ts_header, fresh);
+                let f = verify(&auth, &replay).expect_err(name);
+                assert_eq!(
+                    f.kind,
+                    FailureKind::Mismatch,
+                    "{name} replay with fresh timestamp: {}",
+                    f.reason
+                );
+            }
         }
     }
+}
+
+#[test]
+fn hubspot_keys_a_batch_by_its_event_ids_not_its_attempt_number() {
+    let r = receiver(preset("hubspot", SECRET));
+    let body = |attempt: u32| {
+        format!(
+            r#"[{{"eventId":1,"subscriptionId":12345,"attemptNumber":{attempt}}},{{"eventId":2,"attemptNumber":{attempt}}}]"#
+        )
+    };
+    let key = |attempt| {
+        let req = sign(Provider::Hubspot, SECRET, body(attempt).as_bytes(), NOW);
+        let e = hookgate_core::evaluate(&r, req.request(), &hookgate_core::verify::NoEnv);
+        assert!(e.auth.is_ok());
+        e.key.unwrap()
+    };
+    assert_eq!(key(0), key(3));
+    assert_eq!(key(0).value, "1,2");
+}
+
+#[test]
+fn the_preset_that_passed_decides_the_key() {
+    let stripe = json!({"auth_type": "provider", "provider": "stripe",
+                        "secret": {"name": "stripe", "value": "whsec_stripe"}});
+    let r = receiver(json!({"auth_type": "any", "verifiers": [preset("github", SECRET), stripe]}));
+    let body = body_for(Provider::Stripe, NOW);
+    let stripe =
+        sign(Provider::Stripe, "whsec_stripe", &body, NOW).header("X-GitHub-Delivery", "not-this");
+    let e = hookgate_core::evaluate(&r, stripe.request(), &hookgate_core::verify::NoEnv);
+    assert!(e.auth.is_ok());
+    assert_eq!(
+        e.key.unwrap().value,
+        "evt_1",
+        "Stripe's event id, not GitHub's header"
+    );
 }
 
 #[test]
