@@ -88,9 +88,19 @@ fn error_after(edit: impl FnOnce(&mut Value)) -> String {
     }
 }
 
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
+/// Each edit of DESIGN.md's example must be refused with an error starting so.
+#[track_caller]
+fn assert_errors(cases: Vec<(Edit, &str)>) {
+    for (edit, want) in cases {
+        let got = error_after(edit);
+        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
+    }
+}
+
 #[test]
 fn errors_name_the_field_at_fault() {
-    type Edit = Box<dyn FnOnce(&mut Value)>;
     let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| {
@@ -320,10 +330,7 @@ fn errors_name_the_field_at_fault() {
             "expected an object, found an array",
         ),
     ];
-    for (edit, want) in cases {
-        let got = error_after(edit);
-        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
-    }
+    assert_errors(cases);
 }
 
 #[test]
@@ -356,7 +363,6 @@ fn accepted_edge_cases() {
 
 #[test]
 fn unsafe_settings_are_refused() {
-    type Edit = Box<dyn FnOnce(&mut Value)>;
     let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(
@@ -398,10 +404,7 @@ fn unsafe_settings_are_refused() {
             "rules[0].actions[1].path: expected an absolute path",
         ),
     ];
-    for (edit, want) in cases {
-        let got = error_after(edit);
-        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
-    }
+    assert_errors(cases);
 }
 
 #[test]
