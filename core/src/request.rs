@@ -145,6 +145,25 @@ impl<'a> Event<'a> {
     }
 }
 
+/// Whether a header or query parameter of this name carries a credential or a
+/// signature: such values stay out of traces and are not forwarded into sandboxes
+/// unless a receiver asks for them.
+pub fn is_credential(name: &str) -> bool {
+    const WORDS: [&str; 9] = [
+        "authorization",
+        "cookie",
+        "token",
+        "secret",
+        "signature",
+        "password",
+        "key",
+        "sig",
+        "hmac",
+    ];
+    let name = name.to_ascii_lowercase();
+    WORDS.iter().any(|w| name.contains(w))
+}
+
 /// Parses `application/x-www-form-urlencoded` (also query strings): `+` is a space,
 /// `%XX` a byte; invalid escapes are kept literally; invalid UTF-8 is replaced.
 pub fn parse_form(input: &[u8]) -> Vec<(String, String)> {

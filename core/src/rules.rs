@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::config::{Condition, Operator, Rule, Subject};
 use crate::explain::{Outcome, Stage, Step, excerpt};
-use crate::request::Event;
+use crate::request::{Event, is_credential};
 
 /// A rule that matched, by index into the receiver's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
     };
     // Credentials read by a rule (`header Authorization exists`) stay out of traces.
     let redact = match subject {
-        Subject::Header(name) | Subject::Query(name) => sensitive(name),
+        Subject::Header(name) | Subject::Query(name) => is_credential(name),
         Subject::JsonPath(_) => false,
     };
     let excerpt = |v: &Value| {
@@ -172,23 +172,6 @@ fn test(subject: &Subject, operator: &Operator, event: &Event<'_>) -> (bool, Str
             )
         }
     }
-}
-
-/// Whether a header or query parameter of this name carries a credential.
-fn sensitive(name: &str) -> bool {
-    const WORDS: [&str; 9] = [
-        "authorization",
-        "cookie",
-        "token",
-        "secret",
-        "signature",
-        "password",
-        "key",
-        "sig",
-        "hmac",
-    ];
-    let name = name.to_ascii_lowercase();
-    WORDS.iter().any(|w| name.contains(w))
 }
 
 #[cfg(test)]

@@ -373,6 +373,11 @@ pub enum Action {
 }
 
 impl Action {
+    /// Reads one action, as stored in a delivery's plan.
+    pub fn from_json(value: &Value) -> Result<Self, Error> {
+        Self::decode(value, &Path::default(), &Ctx::new(None))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::EnsureSandbox { .. } => "ensure_sandbox",

@@ -1,0 +1,102 @@
+//! One error type for HTTP answers, and the one envelope every answer uses.
+//!
+//! Client errors carry a human sentence and a stable machine code
+//! (`{"success": false, "error": "...", "code": "invalid_config", "timestamp": ...}`);
+//! anything else is logged with its context and answered as a bare 500, so internals
+//! never leak into responses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::ids;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    /// Authentication of a webhook failed; the reason names no secret.
+    #[error("{0}")]
+    SignatureRejected(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// A receiver config is invalid; the message starts with the field's path.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// The event names a sandbox its receiver's guards refuse.
+    #[error("{0}")]
+    TargetRejected(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::SignatureRejected(_) => (StatusCode::UNAUTHORIZED, "signature_rejected"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::InvalidConfig(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_config"),
+            Self::TargetRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "target_rejected"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        let body = json!({
+            "success": false,
+            "error": self.to_string(),
+            "code": code,
+            "timestamp": ids::rfc3339(ids::now_millis()),
+        });
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// `{"success": true, "data": ..., "timestamp": ...}` with a status.
+pub fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
+    let body = json!({
+        "success": true,
+        "data": data,
+        "timestamp": ids::rfc3339(ids::now_millis()),
+    });
+    (status, Json(body)).into_response()
+}
