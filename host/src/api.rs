@@ -31,7 +31,10 @@ const MAX_JSON_BYTES: usize = 1 << 20;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks/incoming", post(create).get(list))
-        .route("/v1/webhooks/incoming/{id}", get(show).put(update).delete(remove))
+        .route(
+            "/v1/webhooks/incoming/{id}",
+            get(show).put(update).delete(remove),
+        )
         .route("/v1/webhooks/incoming/{id}/deliveries", get(deliveries))
         .route("/v1/deliveries/{id}", get(delivery))
         .route("/v1/deliveries/{id}/replay", post(replay))
@@ -39,7 +42,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Checks the admin token in constant time.
-pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_admin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let given = req
         .headers()
         .get("authorization")
@@ -63,8 +70,13 @@ fn body(json: Result<axum::Json<Value>, JsonRejection>) -> Result<Value, ApiErro
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected Content-Type: application/json".to_owned())
         }
-        JsonRejection::BytesRejection(_) => ApiError::BadRequest(format!("request body over {MAX_JSON_BYTES} bytes")),
-        other => ApiError::BadRequest(format!("request body is not valid JSON: {}", other.body_text())),
+        JsonRejection::BytesRejection(_) => {
+            ApiError::BadRequest(format!("request body over {MAX_JSON_BYTES} bytes"))
+        }
+        other => ApiError::BadRequest(format!(
+            "request body is not valid JSON: {}",
+            other.body_text()
+        )),
     })
 }
 
@@ -119,9 +131,13 @@ fn row_from(id: String, receiver: &Receiver, created_at: i64, now: i64) -> Recei
     }
 }
 
-async fn create(State(state): State<AppState>, json: Result<axum::Json<Value>, JsonRejection>) -> Result<Response, ApiError> {
+async fn create(
+    State(state): State<AppState>,
+    json: Result<axum::Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let value = body(json)?;
-    let receiver = Receiver::from_json(&value).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+    let receiver =
+        Receiver::from_json(&value).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
     check_installable(&receiver)?;
     let now = ids::now_millis();
     let row = row_from(ids::receiver_id(), &receiver, now, now);
@@ -145,10 +161,15 @@ impl Page {
             None => Ok(default),
             Some(text) => match text.parse::<u32>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::BadRequest(format!("{name}: expected an integer 1..{max}, found {text:?}"))),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{name}: expected an integer 1..{max}, found {text:?}"
+                ))),
             },
         };
-        Ok((num(&self.page, "page", 1, 1_000_000)?, num(&self.limit, "limit", 20, 100)?))
+        Ok((
+            num(&self.page, "page", 1, 1_000_000)?,
+            num(&self.limit, "limit", 20, 100)?,
+        ))
     }
 }
 
@@ -160,7 +181,10 @@ async fn list(State(state): State<AppState>, Query(q): Query<Page>) -> Result<Re
     let (page, limit) = q.parse()?;
     let (rows, total) = state.store.receivers(page, limit).await?;
     let webhooks: Vec<Value> = rows.iter().map(|r| receiver_json(&state, r)).collect();
-    Ok(ok(StatusCode::OK, json!({"webhooks": webhooks, "pagination": pagination(page, limit, total)})))
+    Ok(ok(
+        StatusCode::OK,
+        json!({"webhooks": webhooks, "pagination": pagination(page, limit, total)}),
+    ))
 }
 
 async fn existing(state: &AppState, id: &str) -> Result<ReceiverRow, ApiError> {
@@ -182,14 +206,19 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let patch = body(json)?;
     let Value::Object(patch) = patch else {
-        return Err(ApiError::BadRequest("request body must be a JSON object".to_owned()));
+        return Err(ApiError::BadRequest(
+            "request body must be a JSON object".to_owned(),
+        ));
     };
     let old = existing(&state, &id).await?;
     let mut config = old.config.clone();
     if let Value::Object(map) = &mut config {
         for (k, v) in patch {
             // Read-only fields that GET shows may be sent back unchanged.
-            if matches!(k.as_str(), "id" | "receiver_url" | "created_at" | "updated_at") {
+            if matches!(
+                k.as_str(),
+                "id" | "receiver_url" | "created_at" | "updated_at"
+            ) {
                 continue;
             }
             map.insert(k, v);
@@ -201,7 +230,8 @@ async fn update(
             .find(|(n, _)| n == name)
             .map(|(n, v)| Secret::new(n.as_str(), v.as_str()))
     };
-    let receiver = Receiver::from_json_with_secrets(&config, &source).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+    let receiver = Receiver::from_json_with_secrets(&config, &source)
+        .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
     check_installable(&receiver)?;
     let row = row_from(old.id.clone(), &receiver, old.created_at, ids::now_millis());
     state.store.put_receiver(row.clone()).await?;
@@ -210,7 +240,10 @@ async fn update(
     Ok(ok(StatusCode::OK, receiver_json(&state, &row)))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let mut row = existing(&state, &id).await?;
     let now = ids::now_millis();
     row.deleted_at = Some(now);
@@ -218,7 +251,10 @@ async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result
     state.store.put_receiver(row.clone()).await?;
     state.refresh_receiver(&row);
     tracing::info!(receiver = %row.id, "receiver deleted");
-    Ok(ok(StatusCode::OK, json!({"id": row.id, "deleted": true, "deleted_at": ids::rfc3339(now)})))
+    Ok(ok(
+        StatusCode::OK,
+        json!({"id": row.id, "deleted": true, "deleted_at": ids::rfc3339(now)}),
+    ))
 }
 
 const STATUSES: [&str; 4] = ["pending", "succeeded", "failed", "no_match"];
@@ -231,19 +267,31 @@ async fn deliveries(
     let (page, limit) = q.parse()?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!("status: expected one of {}, found {s:?}", STATUSES.join(", "))));
+            return Err(ApiError::BadRequest(format!(
+                "status: expected one of {}, found {s:?}",
+                STATUSES.join(", ")
+            )));
         }
     }
     // History outlives deletion: a deleted receiver's deliveries stay listed.
     if state.store.receiver(id.clone()).await?.is_none() {
         return Err(ApiError::NotFound(format!("no receiver {id}")));
     }
-    let (rows, total) = state.store.deliveries(id, q.status.clone(), page, limit).await?;
+    let (rows, total) = state
+        .store
+        .deliveries(id, q.status.clone(), page, limit)
+        .await?;
     let list: Vec<Value> = rows.iter().map(|d| delivery_json(d, false)).collect();
-    Ok(ok(StatusCode::OK, json!({"deliveries": list, "pagination": pagination(page, limit, total)})))
+    Ok(ok(
+        StatusCode::OK,
+        json!({"deliveries": list, "pagination": pagination(page, limit, total)}),
+    ))
 }
 
-async fn delivery(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn delivery(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let d = state
         .store
         .delivery(id.clone())
@@ -285,7 +333,9 @@ fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
             .collect();
         let body = match std::str::from_utf8(&d.body) {
             Ok(text) => json!({"encoding": "utf-8", "data": text}),
-            Err(_) => json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)}),
+            Err(_) => {
+                json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)})
+            }
         };
         v["request"] = json!({
             "method": d.method, "url": d.url, "remote_addr": d.remote_addr,
@@ -300,16 +350,27 @@ fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
 
 /// Runs a stored delivery again with the receiver's current rules: not deduped,
 /// not re-authenticated (it was verified when it arrived), recorded as a replay.
-async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let original = state
         .store
         .delivery(id.clone())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
     let row = existing(&state, &original.receiver_id).await?;
-    let config = decode_row(&row).map_err(|e| ApiError::Internal(anyhow::anyhow!("stored receiver: {e}")))?;
-    let live = LiveReceiver { id: row.id.clone(), config };
-    let headers: Headers = original.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    let config = decode_row(&row)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored receiver: {e}")))?;
+    let live = LiveReceiver {
+        id: row.id.clone(),
+        config,
+    };
+    let headers: Headers = original
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
     let now = ids::now_millis();
     let request = hookgate_core::Request {
         method: &original.method,
@@ -338,7 +399,11 @@ async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result
         trace.push(s);
     }
     let plan = plan(&live, &matched);
-    let status = if plan.is_empty() { "no_match" } else { "pending" };
+    let status = if plan.is_empty() {
+        "no_match"
+    } else {
+        "pending"
+    };
     let new_id = ids::delivery_id();
     let d = DeliveryRow {
         id: new_id.clone(),
@@ -364,7 +429,11 @@ async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result
     };
     match state.store.insert_delivery(d, None).await? {
         Inserted::New => {}
-        Inserted::Duplicate(_) => return Err(ApiError::Internal(anyhow::anyhow!("replay collided with a key"))),
+        Inserted::Duplicate(_) => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "replay collided with a key"
+            )));
+        }
     }
     if status == "pending" {
         state.runner.submit(new_id.clone(), sandbox.to_string());

@@ -49,21 +49,32 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("listen", &self.settings.listen).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("listen", &self.settings.listen)
+            .finish_non_exhaustive()
     }
 }
 
 impl AppState {
     /// Rebuilds one receiver's cache entry from its row (or drops it).
     pub fn refresh_receiver(&self, row: &ReceiverRow) {
-        let mut map = self.receivers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .receivers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if row.deleted_at.is_some() || row.status != "active" {
             map.remove(&row.id);
             return;
         }
         match api::decode_row(row) {
             Ok(config) => {
-                map.insert(row.id.clone(), Arc::new(LiveReceiver { id: row.id.clone(), config }));
+                map.insert(
+                    row.id.clone(),
+                    Arc::new(LiveReceiver {
+                        id: row.id.clone(),
+                        config,
+                    }),
+                );
             }
             Err(e) => {
                 tracing::error!(receiver = %row.id, error = %e, "stored receiver no longer decodes; not serving it");
@@ -92,7 +103,10 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ])
                 .unwrap_or_else(|_| metrics_exporter_prometheus::PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();
@@ -104,7 +118,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 pub fn app(state: AppState) -> Router {
-    let management = api::routes().layer(axum::middleware::from_fn_with_state(state.clone(), api::require_admin));
+    let management = api::routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        api::require_admin,
+    ));
     Router::new()
         .route("/hooks/{id}", post(ingest::receive))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -148,10 +165,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(remote));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -162,7 +180,10 @@ pub async fn serve(
     }
     drop(listener);
     let drain = Duration::from_secs(settings.shutdown.drain_seconds);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain period; closing them");
     }
     Ok(())
@@ -170,5 +191,7 @@ pub async fn serve(
 
 /// The remote address of a request served by [`serve`] (absent under `oneshot`).
 pub fn remote_addr(req: &Request) -> Option<SocketAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }

@@ -51,7 +51,10 @@ pub struct ClaimGuard {
 
 impl Inflight {
     pub fn claim(&self, receiver_id: &str, key: &str) -> Claim {
-        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let k = (receiver_id.to_owned(), key.to_owned());
         if let Some(slot) = map.get(&k) {
             return Claim::Wait(slot.clone());
@@ -117,20 +120,31 @@ mod tests {
     #[tokio::test]
     async fn second_claim_waits_for_the_first() {
         let inflight = Inflight::default();
-        let Claim::Mine(guard) = inflight.claim("r", "k") else { panic!() };
-        let Claim::Wait(slot) = inflight.claim("r", "k") else { panic!() };
+        let Claim::Mine(guard) = inflight.claim("r", "k") else {
+            panic!()
+        };
+        let Claim::Wait(slot) = inflight.claim("r", "k") else {
+            panic!()
+        };
         assert!(matches!(inflight.claim("r", "other"), Claim::Mine(_)));
         let waiter = tokio::spawn(settled(slot));
         guard.settle(Settled::Stored("dlv_1".into()));
         assert_eq!(waiter.await.unwrap(), Settled::Stored("dlv_1".into()));
-        assert!(matches!(inflight.claim("r", "k"), Claim::Mine(_)), "released after settling");
+        assert!(
+            matches!(inflight.claim("r", "k"), Claim::Mine(_)),
+            "released after settling"
+        );
     }
 
     #[tokio::test]
     async fn dropping_a_claim_abandons_it() {
         let inflight = Inflight::default();
-        let Claim::Mine(guard) = inflight.claim("r", "k") else { panic!() };
-        let Claim::Wait(slot) = inflight.claim("r", "k") else { panic!() };
+        let Claim::Mine(guard) = inflight.claim("r", "k") else {
+            panic!()
+        };
+        let Claim::Wait(slot) = inflight.claim("r", "k") else {
+            panic!()
+        };
         drop(guard);
         assert_eq!(settled(slot).await, Settled::Abandoned);
         assert!(inflight.is_empty());

@@ -38,19 +38,29 @@ impl Env for HostEnv {
         self.keys.get(url).map(|k| &**k)
     }
 
-    fn verify_plugin(&self, plugin: &PluginAuth, _request: &CoreRequest<'_>) -> Result<String, String> {
+    fn verify_plugin(
+        &self,
+        plugin: &PluginAuth,
+        _request: &CoreRequest<'_>,
+    ) -> Result<String, String> {
         Err(format!("plugin {} is not installed", plugin.plugin))
     }
 }
 
-pub async fn receive(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     let result = receive_inner(&state, &id, req).await;
     let outcome = match &result {
         Ok((_, outcome)) => *outcome,
         Err(e) => match e {
             ApiError::NotFound(_) => "not_found",
             ApiError::SignatureRejected(_) => "unauthorized",
-            ApiError::TooLarge(_) | ApiError::HeadersTooLarge(_) | ApiError::UriTooLong(_) => "too_large",
+            ApiError::TooLarge(_) | ApiError::HeadersTooLarge(_) | ApiError::UriTooLong(_) => {
+                "too_large"
+            }
             ApiError::TargetRejected(_) => "target_rejected",
             ApiError::Timeout(_) => "timeout",
             ApiError::BadRequest(_) => "bad_request",
@@ -58,15 +68,24 @@ pub async fn receive(State(state): State<AppState>, Path(id): Path<String>, req:
         },
     };
     // Unknown receiver ids are not labels: anyone can invent them.
-    let label = if outcome == "not_found" { "unknown".to_owned() } else { id };
-    metrics::counter!("hookgate_requests_total", "receiver" => label, "outcome" => outcome).increment(1);
+    let label = if outcome == "not_found" {
+        "unknown".to_owned()
+    } else {
+        id
+    };
+    metrics::counter!("hookgate_requests_total", "receiver" => label, "outcome" => outcome)
+        .increment(1);
     match result {
         Ok((response, _)) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Response, &'static str), ApiError> {
+async fn receive_inner(
+    state: &AppState,
+    id: &str,
+    req: Request,
+) -> Result<(Response, &'static str), ApiError> {
     let received_at = ids::now_millis();
     let live = state
         .live(id)
@@ -75,9 +94,16 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
 
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > limits.max_url_bytes {
-        return Err(ApiError::UriTooLong(format!("URL longer than {} bytes", limits.max_url_bytes)));
+        return Err(ApiError::UriTooLong(format!(
+            "URL longer than {} bytes",
+            limits.max_url_bytes
+        )));
     }
-    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
     if req.headers().len() > limits.max_headers || header_bytes > limits.max_header_bytes {
         return Err(ApiError::HeadersTooLarge(format!(
             "more than {} headers or {} bytes of headers",
@@ -87,17 +113,27 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
     let max_body = live.config.max_body_bytes.unwrap_or(limits.max_body_bytes);
     if let Some(len) = content_length(req.headers()) {
         if len > max_body {
-            return Err(ApiError::TooLarge(format!("body of {len} bytes is over this receiver's {max_body}-byte limit")));
+            return Err(ApiError::TooLarge(format!(
+                "body of {len} bytes is over this receiver's {max_body}-byte limit"
+            )));
         }
     }
     let remote = remote_addr(&req).map(|a| a.ip());
     let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+    let limited =
+        http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
     let timeout = Duration::from_secs(limits.body_timeout_seconds);
     let body: Bytes = match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => return Err(ApiError::Timeout(format!("body not received within {} s", timeout.as_secs()))),
+        Err(_) => {
+            return Err(ApiError::Timeout(format!(
+                "body not received within {} s",
+                timeout.as_secs()
+            )));
+        }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::TooLarge(format!("body is over this receiver's {max_body}-byte limit")));
+            return Err(ApiError::TooLarge(format!(
+                "body is over this receiver's {max_body}-byte limit"
+            )));
         }
         Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -122,7 +158,11 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
 
     let urls = live.config.jwks_urls();
     let mut env = HostEnv {
-        keys: if urls.is_empty() { Default::default() } else { state.keys.get(&urls, false).await },
+        keys: if urls.is_empty() {
+            Default::default()
+        } else {
+            state.keys.get(&urls, false).await
+        },
     };
     let mut eval = hookgate_core::evaluate(&live.config, request, &env);
     if matches!(&eval.auth, Err(f) if f.kind == FailureKind::UnknownKey) && !urls.is_empty() {
@@ -153,7 +193,11 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
         loop {
             match state.inflight.claim(&live.id, &k.hash) {
                 Claim::Mine(g) => {
-                    if let Some(original) = state.store.find_key(live.id.clone(), k.hash.clone(), received_at).await? {
+                    if let Some(original) = state
+                        .store
+                        .find_key(live.id.clone(), k.hash.clone(), received_at)
+                        .await?
+                    {
                         g.settle(Settled::Stored(original.clone()));
                         return Ok(duplicate(&live, original));
                     }
@@ -171,15 +215,27 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
     let sandbox = match eval.target.clone() {
         Some(Ok(name)) => name,
         Some(Err(why)) => return Err(ApiError::TargetRejected(why)),
-        None => return Err(ApiError::Internal(anyhow::anyhow!("evaluation ended without a target"))),
+        None => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "evaluation ended without a target"
+            )));
+        }
     };
     let plan = plan(&live, &eval.matched);
     let delivery_id = ids::delivery_id();
     let mut trace = eval.trace;
     if plan.is_empty() {
-        trace.push(Step::new(Stage::Action, Outcome::Skip, "no rule matched: nothing to run"));
+        trace.push(Step::new(
+            Stage::Action,
+            Outcome::Skip,
+            "no rule matched: nothing to run",
+        ));
     }
-    let status = if plan.is_empty() { "no_match" } else { "pending" };
+    let status = if plan.is_empty() {
+        "no_match"
+    } else {
+        "pending"
+    };
     let row = DeliveryRow {
         id: delivery_id.clone(),
         receiver_id: live.id.clone(),
@@ -187,7 +243,10 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
         verified_at: Some(verified_at),
         method,
         url,
-        headers: headers.iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect(),
         body: body.to_vec(),
         remote_addr: remote.map(|r| r.to_string()),
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
@@ -227,28 +286,46 @@ async fn receive_inner(state: &AppState, id: &str, req: Request) -> Result<(Resp
     }
     tracing::info!(delivery_id = %delivery_id, receiver = %live.id, sandbox = %sandbox, status, "accepted");
     if status == "pending" {
-        state.runner.submit(delivery_id.clone(), sandbox.to_string());
+        state
+            .runner
+            .submit(delivery_id.clone(), sandbox.to_string());
     }
     Ok((
-        ok(StatusCode::ACCEPTED, json!({"delivery_id": delivery_id, "status": "accepted"})),
+        ok(
+            StatusCode::ACCEPTED,
+            json!({"delivery_id": delivery_id, "status": "accepted"}),
+        ),
         "accepted",
     ))
 }
 
 fn duplicate(live: &LiveReceiver, original: String) -> (Response, &'static str) {
     metrics::counter!("hookgate_dedupe_hits_total", "receiver" => live.id.clone()).increment(1);
-    (ok(StatusCode::OK, json!({"delivery_id": original, "status": "duplicate"})), "duplicate")
+    (
+        ok(
+            StatusCode::OK,
+            json!({"delivery_id": original, "status": "duplicate"}),
+        ),
+        "duplicate",
+    )
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The matched rules' actions in order, frozen with the delivery.
 pub fn plan(live: &LiveReceiver, matched: &[hookgate_core::rules::Matched]) -> Vec<PlannedAction> {
     let mut out = Vec::new();
     for m in matched {
-        let Some(rule) = live.config.rules.get(m.0) else { continue };
+        let Some(rule) = live.config.rules.get(m.0) else {
+            continue;
+        };
         for (i, action) in rule.actions.iter().enumerate() {
             out.push(PlannedAction {
                 rule: m.0,

@@ -47,22 +47,38 @@ impl KeySets {
         let mut out = HashMap::new();
         for url in urls {
             let (cached, stale) = {
-                let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let entries = self
+                    .entries
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match entries.get(*url) {
                     Some(e) => {
                         let age = e.fetched_at.elapsed();
                         let expired = age > Duration::from_secs(self.settings.cache_seconds);
-                        let may_refresh = age > Duration::from_secs(self.settings.min_refresh_seconds);
-                        (e.set.clone(), expired || (refresh && may_refresh) || (e.set.is_none() && may_refresh))
+                        let may_refresh =
+                            age > Duration::from_secs(self.settings.min_refresh_seconds);
+                        (
+                            e.set.clone(),
+                            expired || (refresh && may_refresh) || (e.set.is_none() && may_refresh),
+                        )
                     }
                     None => (None, true),
                 }
             };
             let set = if stale {
                 let fetched = self.fetch(url).await;
-                let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut entries = self
+                    .entries
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let keep = fetched.clone().or(cached);
-                entries.insert((*url).to_owned(), Entry { set: keep.clone(), fetched_at: Instant::now() });
+                entries.insert(
+                    (*url).to_owned(),
+                    Entry {
+                        set: keep.clone(),
+                        fetched_at: Instant::now(),
+                    },
+                );
                 keep
             } else {
                 cached
@@ -76,11 +92,19 @@ impl KeySets {
 
     async fn fetch(&self, url: &str) -> Option<Arc<Jwks>> {
         let result = async {
-            let response = self.client.get(url).send().await.map_err(|e| e.to_string())?;
+            let response = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status()));
             }
-            let doc: serde_json::Value = response.json().await.map_err(|e| format!("not JSON: {e}"))?;
+            let doc: serde_json::Value = response
+                .json()
+                .await
+                .map_err(|e| format!("not JSON: {e}"))?;
             Jwks::parse(&doc)
         }
         .await;

@@ -61,7 +61,8 @@ pub fn admin_token(settings: &Settings) -> Result<(String, bool)> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let token = ids::admin_token();
-    write_private(&path, &format!("{token}\n")).with_context(|| format!("saving {}", path.display()))?;
+    write_private(&path, &format!("{token}\n"))
+        .with_context(|| format!("saving {}", path.display()))?;
     Ok((token, true))
 }
 
@@ -85,8 +86,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 impl Host {
     /// Opens the data directory, resumes pending work and starts serving.
     pub async fn start(settings: Settings, plane: Arc<dyn SandboxPlane>) -> Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "creating the data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
         let (admin_token, token_generated) = admin_token(&settings)?;
         let store = Store::open(&settings.data_dir, &settings)?;
         let runner = runner::Runner::new(store.clone(), plane, settings.runner.clone());
@@ -123,7 +128,9 @@ impl Host {
             cleaner.abort();
             task_state
                 .runner
-                .shutdown(Duration::from_secs(task_state.settings.shutdown.drain_seconds))
+                .shutdown(Duration::from_secs(
+                    task_state.settings.shutdown.drain_seconds,
+                ))
                 .await;
             Ok(())
         });

@@ -77,7 +77,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -85,7 +89,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn init_logs(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -98,11 +106,22 @@ async fn serve(settings: Settings) -> Result<()> {
     let host = hookgate::Host::start(settings, plane).await?;
     let base = host.state.settings.public_base();
     let token_file = hookgate::token_path(&data_dir);
-    println!("hookgate listening on http://{} (data: {})", host.addr, data_dir.display());
+    println!(
+        "hookgate listening on http://{} (data: {})",
+        host.addr,
+        data_dir.display()
+    );
     if host.token_generated {
-        println!("admin token (shown once; saved to {}): {}", token_file.display(), host.admin_token);
+        println!(
+            "admin token (shown once; saved to {}): {}",
+            token_file.display(),
+            host.admin_token
+        );
     } else {
-        println!("admin token: in {} (or HOOKGATE_ADMIN_TOKEN)", token_file.display());
+        println!(
+            "admin token: in {} (or HOOKGATE_ADMIN_TOKEN)",
+            token_file.display()
+        );
     }
     let token = if host.state.settings.admin_token.is_empty() {
         format!("$(cat {})", token_file.display())
@@ -127,7 +146,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -148,7 +170,9 @@ async fn shutdown_signal() {
 fn read(file: &PathBuf) -> Result<(String, Vec<u8>)> {
     if file.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
         return Ok(("<stdin>".to_owned(), buf));
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;

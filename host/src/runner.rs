@@ -140,7 +140,9 @@ impl Runner {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("shutdown deadline reached; unfinished actions resume on the next start");
+            tracing::warn!(
+                "shutdown deadline reached; unfinished actions resume on the next start"
+            );
             tasks.abort_all();
         }
     }
@@ -192,7 +194,11 @@ async fn run_delivery(
     if d.status != "pending" {
         return Ok(());
     }
-    let Some(sandbox) = d.sandbox.as_deref().and_then(|s| SandboxName::parse(s).ok()) else {
+    let Some(sandbox) = d
+        .sandbox
+        .as_deref()
+        .and_then(|s| SandboxName::parse(s).ok())
+    else {
         return Ok(());
     };
     while d.progress < d.plan.len() {
@@ -201,14 +207,19 @@ async fn run_delivery(
             "action {} of {} ({}, rule {})",
             d.progress + 1,
             d.plan.len(),
-            planned.spec.get("action_type").and_then(|v| v.as_str()).unwrap_or("?"),
+            planned
+                .spec
+                .get("action_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
             planned.rule + 1
         );
         let action = match Action::from_json(&planned.spec) {
             Ok(a) => a,
             Err(e) => {
                 let msg = format!("{label}: stored action is unreadable: {e}");
-                d.trace.push(Step::new(Stage::Action, Outcome::Fail, msg.clone()));
+                d.trace
+                    .push(Step::new(Stage::Action, Outcome::Fail, msg.clone()));
                 return finish(inner, &mut d, "failed", Some(msg)).await;
             }
         };
@@ -238,19 +249,23 @@ async fn run_delivery(
                 d.trace.push(Step::new(
                     Stage::Action,
                     Outcome::Pass,
-                    format!("{label}: attempt {}: {detail} in {ms} ms", d.attempts),
+                    format!("{label}: attempt {}, {ms} ms: {detail}", d.attempts),
                 ));
                 tracing::info!(delivery_id = %d.id, sandbox = %sandbox, action = action.kind(), "action done");
                 d.progress += 1;
                 d.attempts = 0;
                 d.last_error = None;
                 d.next_attempt_at = None;
-                let status = if d.progress == d.plan.len() { "succeeded" } else { "pending" };
+                let status = if d.progress == d.plan.len() {
+                    "succeeded"
+                } else {
+                    "pending"
+                };
                 save(inner, &d, status).await?;
             }
             Err(f) => {
                 let last = !f.retryable || d.attempts >= inner.settings.max_attempts;
-                let msg = format!("{label}: attempt {}: {} (after {ms} ms)", d.attempts, f.message);
+                let msg = format!("{label}: attempt {}, {ms} ms: {}", d.attempts, f.message);
                 tracing::warn!(delivery_id = %d.id, sandbox = %sandbox, action = action.kind(), error = %f.message, "action failed");
                 d.last_error = Some(msg.clone());
                 if last {
@@ -259,18 +274,24 @@ async fn run_delivery(
                     } else {
                         format!("{msg}; not retried")
                     };
-                    d.trace.push(Step::new(Stage::Action, Outcome::Fail, why.clone()));
+                    d.trace
+                        .push(Step::new(Stage::Action, Outcome::Fail, why.clone()));
                     for rest in d.progress + 1..d.plan.len() {
                         d.trace.push(Step::new(
                             Stage::Action,
                             Outcome::Skip,
-                            format!("action {} of {}: skipped, an earlier action failed", rest + 1, d.plan.len()),
+                            format!(
+                                "action {} of {}: skipped, an earlier action failed",
+                                rest + 1,
+                                d.plan.len()
+                            ),
                         ));
                     }
                     return finish(inner, &mut d, "failed", Some(why)).await;
                 }
                 let delay = backoff(&inner.settings, d.attempts);
-                d.next_attempt_at = Some(ids::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                d.next_attempt_at =
+                    Some(ids::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 d.trace.push(Step::new(
                     Stage::Action,
                     Outcome::Fail,
@@ -286,7 +307,11 @@ async fn run_delivery(
     Ok(())
 }
 
-async fn save(inner: &Inner, d: &DeliveryRow, status: &str) -> Result<(), crate::store::StoreError> {
+async fn save(
+    inner: &Inner,
+    d: &DeliveryRow,
+    status: &str,
+) -> Result<(), crate::store::StoreError> {
     inner
         .store
         .save_progress(
@@ -312,31 +337,54 @@ async fn finish(
 ) -> Result<(), crate::store::StoreError> {
     d.last_error = error;
     d.next_attempt_at = None;
-    metrics::counter!("hookgate_deliveries_finished_total", "status" => status.to_owned()).increment(1);
+    metrics::counter!("hookgate_deliveries_finished_total", "status" => status.to_owned())
+        .increment(1);
     save(inner, d, status).await
 }
 
 /// Exponential backoff with equal jitter: half the step fixed, half random.
 fn backoff(s: &settings::Runner, attempt: u32) -> Duration {
-    let base = s.backoff_initial_ms.saturating_mul(1 << attempt.saturating_sub(1).min(20));
+    let base = s
+        .backoff_initial_ms
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20));
     let capped = base.min(s.backoff_max_seconds.saturating_mul(1000));
     let half = capped / 2;
     Duration::from_millis(half + (half as f64 * ids::jitter()) as u64)
 }
 
-async fn execute(inner: &Inner, action: &Action, sandbox: &SandboxName, d: &DeliveryRow) -> Result<String, Failed> {
+async fn execute(
+    inner: &Inner,
+    action: &Action,
+    sandbox: &SandboxName,
+    d: &DeliveryRow,
+) -> Result<String, Failed> {
     let plane = &inner.plane;
     match action {
         Action::EnsureSandbox { template } => {
             let ensured = plane.ensure(sandbox, template).await?;
-            Ok(format!("sandbox {sandbox} {}", match ensured {
-                crate::sandbox::Ensured::Created => "created",
-                crate::sandbox::Ensured::Existed => "already existed",
-            }))
+            Ok(format!(
+                "sandbox {sandbox} {}",
+                match ensured {
+                    crate::sandbox::Ensured::Created => "created",
+                    crate::sandbox::Ensured::Existed => "already existed",
+                }
+            ))
         }
-        Action::ResumeSandbox => plane.resume(sandbox).await.map(|()| format!("sandbox {sandbox} resumed")).map_err(Into::into),
-        Action::PauseSandbox => plane.pause(sandbox).await.map(|()| format!("sandbox {sandbox} paused")).map_err(Into::into),
-        Action::DeleteSandbox => plane.delete(sandbox).await.map(|()| format!("sandbox {sandbox} deleted")).map_err(Into::into),
+        Action::ResumeSandbox => plane
+            .resume(sandbox)
+            .await
+            .map(|()| format!("sandbox {sandbox} resumed"))
+            .map_err(Into::into),
+        Action::PauseSandbox => plane
+            .pause(sandbox)
+            .await
+            .map(|()| format!("sandbox {sandbox} paused"))
+            .map_err(Into::into),
+        Action::DeleteSandbox => plane
+            .delete(sandbox)
+            .await
+            .map(|()| format!("sandbox {sandbox} deleted"))
+            .map_err(Into::into),
         Action::DeliverToPort(spec) => {
             let forward = forward(d, spec);
             let first = plane.deliver(sandbox, spec.port, forward.clone()).await;
@@ -348,7 +396,9 @@ async fn execute(inner: &Inner, action: &Action, sandbox: &SandboxName, d: &Deli
                 Err(PlaneError::Paused(name)) => {
                     return Err(Failed {
                         retryable: false,
-                        message: format!("sandbox {name} is paused and auto_resume is not on_activity"),
+                        message: format!(
+                            "sandbox {name} is paused and auto_resume is not on_activity"
+                        ),
                     });
                 }
                 other => other?,
@@ -356,13 +406,23 @@ async fn execute(inner: &Inner, action: &Action, sandbox: &SandboxName, d: &Deli
             let summary = format!("port {} answered {}", spec.port, response.status);
             match response.status {
                 200..=399 => Ok(summary),
-                500..=599 | 408 | 429 => Err(Failed { retryable: true, message: summary }),
-                _ => Err(Failed { retryable: false, message: summary }),
+                500..=599 | 408 | 429 => Err(Failed {
+                    retryable: true,
+                    message: summary,
+                }),
+                _ => Err(Failed {
+                    retryable: false,
+                    message: summary,
+                }),
             }
         }
         Action::RunScript(script) => {
             let out = plane
-                .exec(sandbox, &script.script, Duration::from_secs(script.timeout_seconds))
+                .exec(
+                    sandbox,
+                    &script.script,
+                    Duration::from_secs(script.timeout_seconds),
+                )
                 .await?;
             if out.exit_code == 0 {
                 Ok("script exited 0".to_owned())
@@ -385,7 +445,11 @@ async fn execute(inner: &Inner, action: &Action, sandbox: &SandboxName, d: &Deli
 /// headers dropped unless the action lists them in `forward_headers`.
 pub fn forward(d: &DeliveryRow, spec: &hookgate_core::config::DeliverToPort) -> Forward {
     let path = spec.path.clone().unwrap_or_else(|| "/".to_owned());
-    let extra = |name: &str| spec.forward_headers.iter().any(|h| h.eq_ignore_ascii_case(name));
+    let extra = |name: &str| {
+        spec.forward_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    };
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
     let body = match spec.payload {
         Payload::Original => {
@@ -411,7 +475,9 @@ pub fn forward(d: &DeliveryRow, spec: &hookgate_core::config::DeliverToPort) -> 
                 .collect();
             let body = match std::str::from_utf8(&d.body) {
                 Ok(text) => json!({"encoding": "utf-8", "data": text}),
-                Err(_) => json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)}),
+                Err(_) => {
+                    json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)})
+                }
             };
             let envelope = json!({
                 "delivery_id": d.id,
@@ -428,8 +494,14 @@ pub fn forward(d: &DeliveryRow, spec: &hookgate_core::config::DeliverToPort) -> 
             bytes::Bytes::from(envelope.to_string())
         }
     };
-    headers.push(("X-Hookgate-Delivery-Id".to_owned(), d.id.clone().into_bytes()));
-    headers.push(("X-Hookgate-Receiver".to_owned(), d.receiver_id.clone().into_bytes()));
+    headers.push((
+        "X-Hookgate-Delivery-Id".to_owned(),
+        d.id.clone().into_bytes(),
+    ));
+    headers.push((
+        "X-Hookgate-Receiver".to_owned(),
+        d.receiver_id.clone().into_bytes(),
+    ));
     if let Some(s) = &d.sandbox {
         headers.push(("X-Hookgate-Sandbox".to_owned(), s.clone().into_bytes()));
     }

@@ -128,21 +128,19 @@ impl Settings {
                 path: path.to_owned(),
                 source,
             })?;
-            let overlay: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                SettingsError::Syntax {
-                    path: path.to_owned(),
-                    message: e.message().to_owned(),
-                }
-            })?;
+            let overlay: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| SettingsError::Syntax {
+                        path: path.to_owned(),
+                        message: e.message().to_owned(),
+                    })?;
             for key in keys(&overlay) {
                 origin.insert(key, path.display().to_string());
             }
             merge(&mut doc, overlay);
         }
-        let by_env: BTreeMap<String, String> = known
-            .iter()
-            .map(|k| (env_name(k), k.clone()))
-            .collect();
+        let by_env: BTreeMap<String, String> =
+            known.iter().map(|k| (env_name(k), k.clone())).collect();
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("HOOKGATE_") else {
                 continue;
@@ -170,7 +168,7 @@ impl Settings {
                         .get(&key)
                         .cloned()
                         .unwrap_or_else(|| "settings".to_owned()),
-                    message: e.into_inner().to_string(),
+                    message: e.into_inner().message().to_owned(),
                     key,
                 }
             })
@@ -188,7 +186,9 @@ impl Settings {
         {
             return Err(bad("public_url", "expected an http:// or https:// URL"));
         }
-        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > hookgate_core::Receiver::MAX_BODY_BYTES {
+        if self.limits.max_body_bytes == 0
+            || self.limits.max_body_bytes > hookgate_core::Receiver::MAX_BODY_BYTES
+        {
             return Err(bad("limits.max_body_bytes", "expected 1..33554432"));
         }
         if self.runner.max_attempts == 0 {
@@ -218,7 +218,9 @@ fn keys(table: &toml::Table) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in table {
         match v {
-            toml::Value::Table(t) => out.extend(keys(t).into_iter().map(|sub| format!("{k}.{sub}"))),
+            toml::Value::Table(t) => {
+                out.extend(keys(t).into_iter().map(|sub| format!("{k}.{sub}")))
+            }
             _ => out.push(k.clone()),
         }
     }
@@ -267,12 +269,14 @@ fn env_value(doc: &toml::Table, key: &str, value: &str) -> toml::Value {
         table = current.and_then(toml::Value::as_table);
     }
     match current {
-        Some(toml::Value::Integer(_)) => value
-            .parse::<i64>()
-            .map_or_else(|_| toml::Value::String(value.to_owned()), toml::Value::Integer),
-        Some(toml::Value::Boolean(_)) => value
-            .parse::<bool>()
-            .map_or_else(|_| toml::Value::String(value.to_owned()), toml::Value::Boolean),
+        Some(toml::Value::Integer(_)) => value.parse::<i64>().map_or_else(
+            |_| toml::Value::String(value.to_owned()),
+            toml::Value::Integer,
+        ),
+        Some(toml::Value::Boolean(_)) => value.parse::<bool>().map_or_else(
+            |_| toml::Value::String(value.to_owned()),
+            toml::Value::Boolean,
+        ),
         _ => toml::Value::String(value.to_owned()),
     }
 }
@@ -282,7 +286,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -300,10 +307,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hg-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("h.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:9000\"\n[limits]\nmax_headers = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\n[limits]\nmax_headers = 7\n",
+        )
+        .unwrap();
         let s = Settings::load(
             Some(&file),
-            env(&[("HOOKGATE_LISTEN", "127.0.0.1:9001"), ("HOOKGATE_LIMITS_MAX_BODY_BYTES", "2048"), ("PATH", "/bin")]),
+            env(&[
+                ("HOOKGATE_LISTEN", "127.0.0.1:9001"),
+                ("HOOKGATE_LIMITS_MAX_BODY_BYTES", "2048"),
+                ("PATH", "/bin"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:9001");
@@ -313,15 +328,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_its_origin() {
-        let err = Settings::load(None, env(&[("HOOKGATE_LIMITS_MAX_BODY_BYTES", "lots")])).unwrap_err();
+        let err =
+            Settings::load(None, env(&[("HOOKGATE_LIMITS_MAX_BODY_BYTES", "lots")])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "settings: limits.max_body_bytes (from HOOKGATE_LIMITS_MAX_BODY_BYTES): invalid type: string \"lots\", expected u64"
         );
         let err = Settings::load(None, env(&[("HOOKGATE_LISTN", "x")])).unwrap_err();
-        assert!(err.to_string().starts_with("settings: listn (from HOOKGATE_LISTN): unknown setting"), "{err}");
-        let err = Settings::load(None, env(&[("HOOKGATE_STORAGE_SYNCHRONOUS", "sometimes")])).unwrap_err();
-        assert!(err.to_string().starts_with("settings: storage.synchronous (from HOOKGATE_STORAGE_SYNCHRONOUS): unknown variant"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("settings: listn (from HOOKGATE_LISTN): unknown setting"),
+            "{err}"
+        );
+        let err = Settings::load(None, env(&[("HOOKGATE_STORAGE_SYNCHRONOUS", "sometimes")]))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "settings: storage.synchronous (from HOOKGATE_STORAGE_SYNCHRONOUS): unknown variant"
+            ),
+            "{err}"
+        );
         let dir = std::env::temp_dir().join(format!("hg-settings-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("h.toml");

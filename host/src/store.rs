@@ -62,7 +62,10 @@ where
     F: FnOnce(&Connection) -> Result<T> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let result = self.f.take().map_or(Err(StoreError::WriterGone), |f| f(conn));
+        let result = self
+            .f
+            .take()
+            .map_or(Err(StoreError::WriterGone), |f| f(conn));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -393,7 +396,9 @@ impl Store {
     pub async fn live_receivers(&self) -> Result<Vec<ReceiverRow>> {
         self.read(|c| {
             let mut stmt = c.prepare("SELECT id FROM receivers WHERE deleted_at IS NULL")?;
-            let ids: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let ids: Vec<String> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(row) = receiver_by_id(c, &id)? {
@@ -409,7 +414,11 @@ impl Store {
 
     /// Inserts a delivery and its dedupe key in one write. If an unexpired key
     /// already exists, nothing is written and the original delivery is named.
-    pub async fn insert_delivery(&self, row: DeliveryRow, claim: Option<KeyClaim>) -> Result<Inserted> {
+    pub async fn insert_delivery(
+        &self,
+        row: DeliveryRow,
+        claim: Option<KeyClaim>,
+    ) -> Result<Inserted> {
         self.write(move |c| {
             if let Some(claim) = &claim {
                 let existing: Option<(String, i64)> = c
@@ -438,7 +447,12 @@ impl Store {
     }
 
     /// The delivery an unexpired key names, if any.
-    pub async fn find_key(&self, receiver_id: String, key: String, now: i64) -> Result<Option<String>> {
+    pub async fn find_key(
+        &self,
+        receiver_id: String,
+        key: String,
+        now: i64,
+    ) -> Result<Option<String>> {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT delivery_id FROM dedupe WHERE receiver_id = ?1 AND key = ?2 AND expires_at > ?3",
@@ -452,7 +466,9 @@ impl Store {
 
     pub async fn delivery(&self, id: String) -> Result<Option<DeliveryRow>> {
         self.read(move |c| {
-            let mut stmt = c.prepare(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
+            ))?;
             let mut rows = stmt.query(params![id])?;
             match rows.next()? {
                 Some(r) => Ok(Some(delivery_from_row(r)?)),
@@ -530,8 +546,10 @@ impl Store {
 
     /// Deletes dedupe keys that expired before `now`; returns how many.
     pub async fn expire_keys(&self, now: i64) -> Result<usize> {
-        self.write(move |c| Ok(c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", params![now])?))
-            .await
+        self.write(move |c| {
+            Ok(c.execute("DELETE FROM dedupe WHERE expires_at <= ?1", params![now])?)
+        })
+        .await
     }
 }
 
@@ -650,7 +668,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>, 
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch.drain(..) {
-                job.finish(Err(StoreError::Corrupt(format!("beginning a transaction: {msg}"))));
+                job.finish(Err(StoreError::Corrupt(format!(
+                    "beginning a transaction: {msg}"
+                ))));
             }
             continue;
         }

@@ -86,11 +86,25 @@ impl PlaneError {
 /// The operations of DESIGN.md's sandbox control plane.
 pub trait SandboxPlane: Send + Sync + 'static {
     /// Creates the sandbox unless it exists; never recreates or updates one.
-    fn ensure<'a>(&'a self, name: &'a SandboxName, template: &'a SandboxTemplate) -> PlaneFuture<'a, Ensured>;
+    fn ensure<'a>(
+        &'a self,
+        name: &'a SandboxName,
+        template: &'a SandboxTemplate,
+    ) -> PlaneFuture<'a, Ensured>;
     fn resume<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
     fn pause<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
     fn delete<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
     fn state<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxState>>;
-    fn deliver<'a>(&'a self, name: &'a SandboxName, port: u16, request: Forward) -> PlaneFuture<'a, ForwardResponse>;
-    fn exec<'a>(&'a self, name: &'a SandboxName, script: &'a str, timeout: Duration) -> PlaneFuture<'a, ExecOutput>;
+    fn deliver<'a>(
+        &'a self,
+        name: &'a SandboxName,
+        port: u16,
+        request: Forward,
+    ) -> PlaneFuture<'a, ForwardResponse>;
+    fn exec<'a>(
+        &'a self,
+        name: &'a SandboxName,
+        script: &'a str,
+        timeout: Duration,
+    ) -> PlaneFuture<'a, ExecOutput>;
 }

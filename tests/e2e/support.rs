@@ -1,0 +1,169 @@
+//! A host on a loopback port with a temporary data directory, and a client that
+//! signs like GitHub and checks the envelope.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use hookgate::Host;
+use hookgate::sandbox::memory::MemoryPlane;
+use hookgate::settings::Settings;
+use serde_json::{Value, json};
+
+pub const DESIGN_EXAMPLE: &str = include_str!("../../core/tests/data/design-github-example.json");
+pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+
+/// DESIGN.md's GitHub example with a real secret.
+pub fn github_receiver() -> Value {
+    let mut v: Value = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+    v["auth"]["secret"]["value"] = json!(GITHUB_SECRET);
+    v
+}
+
+pub fn settings(dir: &Path, env: &[(&str, &str)]) -> Settings {
+    let mut vars = vec![
+        ("HOOKGATE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("HOOKGATE_DATA_DIR".to_owned(), dir.display().to_string()),
+        (
+            "HOOKGATE_RUNNER_BACKOFF_INITIAL_MS".to_owned(),
+            "20".to_owned(),
+        ),
+        ("HOOKGATE_SHUTDOWN_DRAIN_SECONDS".to_owned(), "5".to_owned()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Settings::load(None, vars).unwrap()
+}
+
+pub struct TestHost {
+    pub host: Host,
+    pub plane: Arc<MemoryPlane>,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHost {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plane = Arc::new(MemoryPlane::new());
+        let host = Host::start(settings(dir.path(), env), plane.clone())
+            .await
+            .unwrap();
+        Self {
+            host,
+            plane,
+            client: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Stops this host and starts another on the same data directory.
+    pub async fn restart(self) -> Self {
+        let Self {
+            host,
+            plane,
+            client,
+            dir,
+        } = self;
+        host.stop().await.unwrap();
+        let host = Host::start(settings(dir.path(), &[]), plane.clone())
+            .await
+            .unwrap();
+        Self {
+            host,
+            plane,
+            client,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host.addr)
+    }
+
+    /// A management call with the admin token; returns status and JSON body.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.host.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a receiver and returns its id.
+    pub async fn create(&self, config: Value) -> String {
+        let (status, body) = self
+            .api(reqwest::Method::POST, "/v1/webhooks/incoming", Some(config))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// POSTs `body` to a receiver, signed as GitHub signs, with a delivery id.
+    pub async fn github(&self, receiver: &str, delivery: &str, body: &Value) -> (u16, Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let resp = self
+            .client
+            .post(self.url(&format!("/hooks/{receiver}")))
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", "pull_request")
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", github_signature(&bytes))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, body) = self
+            .api(reqwest::Method::GET, &format!("/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
+    /// Polls a delivery until its status is not `pending`.
+    pub async fn settled(&self, id: &str) -> Value {
+        for _ in 0..400 {
+            let d = self.delivery(id).await;
+            if d["status"] != "pending" {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("delivery {id} still pending: {}", self.delivery(id).await);
+    }
+}
+
+pub fn github_signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+pub fn pr(action: &str, number: u64) -> Value {
+    json!({"action": action, "number": number, "pull_request": {"number": number}})
+}
