@@ -265,13 +265,13 @@ async fn deliveries(
     Query(q): Query<Page>,
 ) -> Result<Response, ApiError> {
     let (page, limit) = q.parse()?;
-    if let Some(s) = &q.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "status: expected one of {}, found {s:?}",
-                STATUSES.join(", ")
-            )));
-        }
+    if let Some(s) = &q.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "status: expected one of {}, found {s:?}",
+            STATUSES.join(", ")
+        )));
     }
     // History outlives deletion: a deleted receiver's deliveries stay listed.
     if state.store.receiver(id.clone()).await?.is_none() {

@@ -111,12 +111,12 @@ async fn receive_inner(
         )));
     }
     let max_body = live.config.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    if let Some(len) = content_length(req.headers()) {
-        if len > max_body {
-            return Err(ApiError::TooLarge(format!(
-                "body of {len} bytes is over this receiver's {max_body}-byte limit"
-            )));
-        }
+    if let Some(len) = content_length(req.headers())
+        && len > max_body
+    {
+        return Err(ApiError::TooLarge(format!(
+            "body of {len} bytes is over this receiver's {max_body}-byte limit"
+        )));
     }
     let remote = remote_addr(&req).map(|a| a.ip());
     let (parts, body) = req.into_parts();

@@ -115,10 +115,10 @@ impl Runner {
         }
         metrics::gauge!("hookgate_queue_depth").increment(1.0);
         let mut queues = lock(&self.inner.queues);
-        if let Some(tx) = queues.get(&sandbox) {
-            if tx.send(delivery_id.clone()).is_ok() {
-                return;
-            }
+        if let Some(tx) = queues.get(&sandbox)
+            && tx.send(delivery_id.clone()).is_ok()
+        {
+            return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(delivery_id);

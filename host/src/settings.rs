@@ -181,9 +181,8 @@ impl Settings {
             origin: "settings".to_owned(),
             message: message.to_owned(),
         };
-        if !self.public_url.is_empty()
-            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
-        {
+        let url = &self.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(bad("public_url", "expected an http:// or https:// URL"));
         }
         if self.limits.max_body_bytes == 0

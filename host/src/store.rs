@@ -428,11 +428,10 @@ impl Store {
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                if let Some((id, expires_at)) = existing {
-                    if expires_at > row.received_at {
+                if let Some((id, expires_at)) = existing
+                    && expires_at > row.received_at {
                         return Ok(Inserted::Duplicate(id));
                     }
-                }
                 c.execute(
                     "INSERT INTO dedupe (receiver_id, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(receiver_id, key) DO UPDATE SET delivery_id = excluded.delivery_id,
