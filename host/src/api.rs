@@ -38,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/webhooks/incoming/{id}/deliveries", get(deliveries))
         .route("/v1/deliveries/{id}", get(delivery))
         .route("/v1/deliveries/{id}/replay", post(replay))
+        .route("/v1/sandboxes", get(sandboxes))
+        .route("/v1/sandboxes/{name}", get(sandbox))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
 }
 
@@ -443,4 +445,53 @@ async fn replay(
         StatusCode::ACCEPTED,
         json!({"delivery_id": new_id, "status": "accepted", "replay_of": original.id}),
     ))
+}
+
+fn sandbox_json(
+    row: &crate::store::SandboxRow,
+    events: Option<Vec<(i64, String, String)>>,
+) -> Value {
+    let ports: serde_json::Map<String, Value> = row
+        .ports
+        .iter()
+        .map(|(i, h)| (i.to_string(), json!(h)))
+        .collect();
+    let mut v = json!({
+        "name": row.name,
+        "state": row.state,
+        "image": row.image,
+        "ports": ports,
+        "pid": row.pid,
+        "created_at": ids::rfc3339(row.created_at),
+        "last_activity_at": ids::rfc3339(row.last_activity_at),
+        "updated_at": ids::rfc3339(row.updated_at),
+        "exit_status": row.exit_status,
+        "last_output": row.last_output,
+    });
+    if let Some(events) = events {
+        v["recent_actions"] = json!(events
+            .into_iter()
+            .map(|(at, action, detail)| json!({"at": ids::rfc3339(at), "action": action, "detail": detail}))
+            .collect::<Vec<_>>());
+    }
+    v
+}
+
+async fn sandboxes(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let rows = state.store.sandboxes().await?;
+    let list: Vec<Value> = rows.iter().map(|r| sandbox_json(r, None)).collect();
+    Ok(ok(StatusCode::OK, json!({"sandboxes": list})))
+}
+
+async fn sandbox(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = state
+        .store
+        .sandbox(name.clone())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no sandbox {name}")))?;
+    let events = state.store.sandbox_events(name).await?;
+    Ok(ok(StatusCode::OK, sandbox_json(&row, Some(events))))
 }

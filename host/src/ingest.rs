@@ -14,7 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hookgate_core::config::{Auth, PluginAuth};
+use hookgate_core::config::{Action, PluginAuth};
 use hookgate_core::explain::{Outcome, Stage, Step};
 use hookgate_core::jwks::Jwks;
 use hookgate_core::verify::{Env, FailureKind};
@@ -319,7 +319,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The matched rules' actions in order, frozen with the delivery.
+/// The matched rules' actions in order, frozen with the delivery. A sandbox
+/// template that names no ports gets the receiver's delivery ports.
 pub fn plan(live: &LiveReceiver, matched: &[hookgate_core::rules::Matched]) -> Vec<PlannedAction> {
     let mut out = Vec::new();
     for m in matched {
@@ -327,19 +328,18 @@ pub fn plan(live: &LiveReceiver, matched: &[hookgate_core::rules::Matched]) -> V
             continue;
         };
         for (i, action) in rule.actions.iter().enumerate() {
+            let mut action = action.clone();
+            if let Action::EnsureSandbox { template } = &mut action
+                && template.ports.is_empty()
+            {
+                template.ports = live.config.delivery_ports();
+            }
             out.push(PlannedAction {
                 rule: m.0,
                 action: i,
-                spec: serde_json::to_value(action).unwrap_or_default(),
+                spec: serde_json::to_value(&action).unwrap_or_default(),
             });
         }
     }
     out
-}
-
-/// Whether an auth tree uses a plugin (refused until plugins can be installed).
-pub fn uses_plugins(auth: &Auth) -> bool {
-    let mut found = false;
-    auth.walk(&mut |a| found |= matches!(a, Auth::Plugin(_)));
-    found
 }

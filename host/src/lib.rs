@@ -35,6 +35,24 @@ use crate::sandbox::SandboxPlane;
 use crate::settings::Settings;
 use crate::store::Store;
 
+/// Which sandbox plane a host drives.
+#[derive(Clone)]
+pub enum Plane {
+    /// Local process sandboxes under the data directory (the default).
+    Local,
+    /// A plane supplied by the caller (tests use [`sandbox::memory::MemoryPlane`]).
+    Custom(Arc<dyn SandboxPlane>),
+}
+
+impl std::fmt::Debug for Plane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local => "Local",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
+
 /// A running host.
 #[derive(Debug)]
 pub struct Host {
@@ -85,7 +103,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 impl Host {
     /// Opens the data directory, resumes pending work and starts serving.
-    pub async fn start(settings: Settings, plane: Arc<dyn SandboxPlane>) -> Result<Self> {
+    pub async fn start(settings: Settings, plane: Plane) -> Result<Self> {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
                 "creating the data directory {}",
@@ -94,6 +112,22 @@ impl Host {
         })?;
         let (admin_token, token_generated) = admin_token(&settings)?;
         let store = Store::open(&settings.data_dir, &settings)?;
+        let (plane, local): (Arc<dyn SandboxPlane>, _) = match plane {
+            Plane::Custom(p) => (p, None),
+            Plane::Local => {
+                let local = Arc::new(
+                    sandbox::local::LocalPlane::new(
+                        &settings.data_dir,
+                        settings.images.clone(),
+                        store.clone(),
+                        Duration::from_secs(settings.sandbox.ready_timeout_seconds),
+                    )
+                    .context("preparing the local sandbox plane")?,
+                );
+                local.adopt().await.context("adopting sandboxes")?;
+                (local.clone() as Arc<dyn SandboxPlane>, Some(local))
+            }
+        };
         let runner = runner::Runner::new(store.clone(), plane, settings.runner.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -124,8 +158,18 @@ impl Host {
         let task_state = state.clone();
         let task = tokio::spawn(async move {
             let cleaner = tokio::spawn(clean_keys(task_state.clone(), stop_rx.clone()));
+            let sweeper = local.map(|l| {
+                tokio::spawn(sweep(
+                    l,
+                    task_state.settings.sandbox.sweep_interval_seconds,
+                    stop_rx.clone(),
+                ))
+            });
             app::serve(listener, router, &task_state.settings, stop_rx).await?;
             cleaner.abort();
+            if let Some(s) = sweeper {
+                s.abort();
+            }
             task_state
                 .runner
                 .shutdown(Duration::from_secs(
@@ -163,6 +207,22 @@ impl Host {
 /// Resolves once `stop` turns true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the local plane's sweep every `interval` seconds.
+async fn sweep(
+    plane: Arc<sandbox::local::LocalPlane>,
+    interval: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(interval.max(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = crate::stopped(&mut stop) => return,
+        }
+        plane.sweep().await;
+    }
 }
 
 /// Deletes expired dedupe keys every `dedupe.cleanup_interval_seconds`.

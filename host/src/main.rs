@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -31,6 +30,9 @@ enum Command {
     },
     /// Print the default settings file, with every key documented.
     Settings,
+    /// Programs that run inside sandboxes.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Validate receiver configs (JSON, the body of `POST /v1/webhooks/incoming`).
     ///
     /// Prints each file's verdict; an invalid field is named by its path, like
@@ -40,6 +42,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// The built-in echo server: records every request it receives and lists them
+    /// at GET /_echo/requests. Listens on $PORT and every $HOOKGATE_PORT_<n>.
+    Echo,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +68,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             init_logs(&settings);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(SandboxCommand::Echo) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(hookgate::sandbox::echo::run())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Settings => {
@@ -102,8 +119,7 @@ fn init_logs(settings: &Settings) {
 
 async fn serve(settings: Settings) -> Result<()> {
     let data_dir = settings.data_dir.clone();
-    let plane = Arc::new(hookgate::sandbox::memory::MemoryPlane::new());
-    let host = hookgate::Host::start(settings, plane).await?;
+    let host = hookgate::Host::start(settings, hookgate::Plane::Local).await?;
     let base = host.state.settings.public_base();
     let token_file = hookgate::token_path(&data_dir);
     println!(

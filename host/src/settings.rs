@@ -28,6 +28,26 @@ pub struct Settings {
     pub jwks: Jwks,
     pub log: Log,
     pub shutdown: Shutdown,
+    pub sandbox: Sandbox,
+    pub images: BTreeMap<String, Image>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    pub ready_timeout_seconds: u64,
+    pub sweep_interval_seconds: u64,
+}
+
+/// What an image runs on the local plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +212,14 @@ impl Settings {
         }
         if self.runner.max_attempts == 0 {
             return Err(bad("runner.max_attempts", "expected at least 1"));
+        }
+        for (name, image) in &self.images {
+            if image.command.is_empty() {
+                return Err(bad(
+                    &format!("images.\"{name}\".command"),
+                    "expected at least the program to run",
+                ));
+            }
         }
         if self.storage.max_batch == 0 {
             return Err(bad("storage.max_batch", "expected at least 1"));

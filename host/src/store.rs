@@ -129,7 +129,44 @@ CREATE TABLE IF NOT EXISTS dedupe (
     PRIMARY KEY (receiver_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe (expires_at);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    name             TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    image            TEXT NOT NULL,
+    template         TEXT NOT NULL,
+    ports            TEXT NOT NULL,
+    pid              INTEGER,
+    created_at       INTEGER NOT NULL,
+    last_activity_at INTEGER NOT NULL,
+    exit_status      TEXT,
+    last_output      TEXT,
+    updated_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sandbox_events (
+    sandbox     TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sandbox_events_by_name ON sandbox_events (sandbox, at);
 "#;
+
+/// A sandbox as the local plane records it.
+#[derive(Debug, Clone)]
+pub struct SandboxRow {
+    pub name: String,
+    pub state: String,
+    pub image: String,
+    pub template: serde_json::Value,
+    /// Sandbox port → host port.
+    pub ports: std::collections::BTreeMap<u16, u16>,
+    pub pid: Option<i32>,
+    pub created_at: i64,
+    pub last_activity_at: i64,
+    pub exit_status: Option<String>,
+    pub last_output: Option<String>,
+    pub updated_at: i64,
+}
 
 /// A receiver row. `config` holds secrets as `{"secret_ref": name}`.
 #[derive(Debug, Clone)]
@@ -543,6 +580,96 @@ impl Store {
         .await
     }
 
+    // ---- sandboxes ------------------------------------------------------------
+
+    pub async fn put_sandbox(
+        &self,
+        row: SandboxRow,
+        event: Option<(String, String)>,
+    ) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO sandboxes (name, state, image, template, ports, pid, created_at, last_activity_at,
+                   exit_status, last_output, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT(name) DO UPDATE SET state = excluded.state, image = excluded.image,
+                   template = excluded.template, ports = excluded.ports, pid = excluded.pid,
+                   created_at = excluded.created_at, last_activity_at = excluded.last_activity_at,
+                   exit_status = excluded.exit_status, last_output = excluded.last_output,
+                   updated_at = excluded.updated_at",
+                params![
+                    row.name,
+                    row.state,
+                    row.image,
+                    json(&row.template),
+                    json(&row.ports),
+                    row.pid,
+                    row.created_at,
+                    row.last_activity_at,
+                    row.exit_status,
+                    row.last_output,
+                    row.updated_at
+                ],
+            )?;
+            if let Some((action, detail)) = event {
+                c.execute(
+                    "INSERT INTO sandbox_events (sandbox, at, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![row.name, row.updated_at, action, detail],
+                )?;
+                // Keep the last 50 events per sandbox.
+                c.execute(
+                    "DELETE FROM sandbox_events WHERE sandbox = ?1 AND rowid NOT IN
+                       (SELECT rowid FROM sandbox_events WHERE sandbox = ?1 ORDER BY at DESC, rowid DESC LIMIT 50)",
+                    params![row.name],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn sandbox(&self, name: String) -> Result<Option<SandboxRow>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?1"
+            ))?;
+            let mut rows = stmt.query(params![name])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(sandbox_from_row(r)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Every sandbox, newest first.
+    pub async fn sandboxes(&self) -> Result<Vec<SandboxRow>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes ORDER BY created_at DESC"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(sandbox_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A sandbox's most recent events, newest first: (at, action, detail).
+    pub async fn sandbox_events(&self, name: String) -> Result<Vec<(i64, String, String)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT at, action, detail FROM sandbox_events WHERE sandbox = ?1 ORDER BY at DESC, rowid DESC LIMIT 20",
+            )?;
+            Ok(stmt
+                .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     /// Deletes dedupe keys that expired before `now`; returns how many.
     pub async fn expire_keys(&self, now: i64) -> Result<usize> {
         self.write(move |c| {
@@ -550,6 +677,26 @@ impl Store {
         })
         .await
     }
+}
+
+const SANDBOX_COLUMNS: &str = "name, state, image, template, ports, pid, created_at, last_activity_at, exit_status, last_output, updated_at";
+
+fn sandbox_from_row(r: &rusqlite::Row<'_>) -> Result<SandboxRow> {
+    let template: String = r.get(3)?;
+    let ports: String = r.get(4)?;
+    Ok(SandboxRow {
+        name: r.get(0)?,
+        state: r.get(1)?,
+        image: r.get(2)?,
+        template: parse("sandbox template", &template)?,
+        ports: parse("sandbox ports", &ports)?,
+        pid: r.get(5)?,
+        created_at: r.get(6)?,
+        last_activity_at: r.get(7)?,
+        exit_status: r.get(8)?,
+        last_output: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
 }
 
 const DELIVERY_COLUMNS: &str = "id, receiver_id, received_at, verified_at, method, url, headers, body, remote_addr,

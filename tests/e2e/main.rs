@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod crash;
 mod ingest;
 mod runner;
 mod support;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use hookgate::Host;
 use hookgate::sandbox::memory::MemoryPlane;
 use hookgate::settings::Settings;
+use hookgate::{Host, Plane};
 use serde_json::{Value, json};
 
 pub const DESIGN_EXAMPLE: &str = include_str!("../../core/tests/data/design-github-example.json");
@@ -50,7 +50,7 @@ impl TestHost {
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plane = Arc::new(MemoryPlane::new());
-        let host = Host::start(settings(dir.path(), env), plane.clone())
+        let host = Host::start(settings(dir.path(), env), Plane::Custom(plane.clone()))
             .await
             .unwrap();
         Self {
@@ -70,7 +70,7 @@ impl TestHost {
             dir,
         } = self;
         host.stop().await.unwrap();
-        let host = Host::start(settings(dir.path(), &[]), plane.clone())
+        let host = Host::start(settings(dir.path(), &[]), Plane::Custom(plane.clone()))
             .await
             .unwrap();
         Self {

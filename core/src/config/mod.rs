@@ -261,6 +261,22 @@ impl Receiver {
         out
     }
 
+    /// Every port a `deliver_to_port` of this receiver names, in first-use order:
+    /// the ports a sandbox created for it must listen on.
+    pub fn delivery_ports(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for action in &rule.actions {
+                if let Action::DeliverToPort(d) = action {
+                    if !out.contains(&d.port) {
+                        out.push(d.port);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Every `jwks_url` in the auth tree, for the host to fetch before verifying.
     pub fn jwks_urls(&self) -> Vec<&str> {
         let mut out = Vec::new();

@@ -255,6 +255,10 @@ pub struct SandboxTemplate {
     pub disk_gb: Option<u32>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Ports the sandbox listens on. Empty: every `deliver_to_port` port of the
+    /// receiver's rules (see [`Receiver::delivery_ports`](crate::Receiver::delivery_ports)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
 }
@@ -302,6 +306,24 @@ impl Decode for SandboxTemplate {
                 env.insert(k.clone(), String::decode(v, &at.key(k), ctx)?);
             }
         }
+        let mut ports = Vec::new();
+        if let Some(v) = obj.raw("ports") {
+            let at = obj.at("ports");
+            let Value::Array(items) = v else {
+                return Err(at.error(format!("expected an array of ports, found {}", kind(v))));
+            };
+            for (i, item) in items.iter().enumerate() {
+                let port = ranged(item, &at.index(i), 1, 65_535)?;
+                // `ranged` bounded it to 1..=65535.
+                let port = u16::try_from(port).unwrap_or(u16::MAX);
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
+            }
+            if ports.len() > 16 {
+                return Err(at.error("at most 16 ports"));
+            }
+        }
         let lifecycle = obj.opt("lifecycle")?;
         obj.finish()?;
         Ok(Self {
@@ -310,6 +332,7 @@ impl Decode for SandboxTemplate {
             memory_mb,
             disk_gb,
             env,
+            ports,
             lifecycle,
         })
     }

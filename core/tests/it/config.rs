@@ -127,7 +127,7 @@ fn errors_name_the_field_at_fault() {
         ),
         (
             Box::new(|v| v["rules"][0]["actions"][0]["template"]["colour"] = json!("red")),
-            "rules[0].actions[0].template.colour: unknown field; expected one of `disk_gb`, `env`, `image`, `lifecycle`, `memory_mb`, `vcpus`",
+            "rules[0].actions[0].template.colour: unknown field; expected one of `disk_gb`, `env`, `image`, `lifecycle`, `memory_mb`, `ports`, `vcpus`",
         ),
         (
             Box::new(|v| v["surprise"] = json!(1)),

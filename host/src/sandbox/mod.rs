@@ -6,6 +6,8 @@
 //! whether trying again later can help ([`PlaneError::retryable`]): the runner
 //! retries those with backoff and fails the delivery on the rest.
 
+pub mod echo;
+pub mod local;
 pub mod memory;
 
 use std::future::Future;
