@@ -267,10 +267,10 @@ impl Receiver {
         let mut out = Vec::new();
         for rule in &self.rules {
             for action in &rule.actions {
-                if let Action::DeliverToPort(d) = action {
-                    if !out.contains(&d.port) {
-                        out.push(d.port);
-                    }
+                if let Action::DeliverToPort(d) = action
+                    && !out.contains(&d.port)
+                {
+                    out.push(d.port);
                 }
             }
         }

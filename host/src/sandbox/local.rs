@@ -379,10 +379,10 @@ impl SandboxPlane for LocalPlane {
     ) -> PlaneFuture<'a, Ensured> {
         Box::pin(async move {
             let _guard = self.lock(name.as_str()).await;
-            if let Some(row) = self.row(name.as_str()).await? {
-                if row.state != "deleted" {
-                    return Ok(Ensured::Existed);
-                }
+            if let Some(row) = self.row(name.as_str()).await?
+                && row.state != "deleted"
+            {
+                return Ok(Ensured::Existed);
             }
             let mut ports = BTreeMap::new();
             for inner in &template.ports {
