@@ -192,15 +192,8 @@ async fn receive_inner(
     if let Some(k) = &key {
         loop {
             match state.inflight.claim(&live.id, &k.hash) {
+                // The store checks the key again, atomically, when it inserts.
                 Claim::Mine(g) => {
-                    if let Some(original) = state
-                        .store
-                        .find_key(live.id.clone(), k.hash.clone(), received_at)
-                        .await?
-                    {
-                        g.settle(Settled::Stored(original.clone()));
-                        return Ok(duplicate(&live, original));
-                    }
                     guard = Some(g);
                     break;
                 }
