@@ -399,7 +399,7 @@ impl Store {
 
     pub async fn put_receiver(&self, row: ReceiverRow) -> Result<()> {
         self.write(move |c| {
-            run(c, 
+            run(c,
                 "INSERT INTO receivers (id, name, status, config, created_at, updated_at, deleted_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
@@ -408,7 +408,7 @@ impl Store {
             )?;
             run(c, "DELETE FROM secrets WHERE receiver_id = ?1", params![row.id])?;
             for (name, value) in &row.secrets {
-                run(c, 
+                run(c,
                     "INSERT INTO secrets (receiver_id, name, value) VALUES (?1, ?2, ?3)",
                     params![row.id, name, value],
                 )?;
@@ -511,7 +511,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<String>> {
         self.read(move |c| {
-            Ok(cached_row(c, 
+            Ok(cached_row(c,
                 "SELECT delivery_id FROM dedupe WHERE receiver_id = ?1 AND key = ?2 AND expires_at > ?3",
                 params![receiver_id, key, now],
                 |r| r.get(0),
@@ -545,7 +545,7 @@ impl Store {
     ) -> Result<(Vec<DeliveryRow>, u64)> {
         self.read(move |c| {
             let offset = u64::from(page.saturating_sub(1)) * u64::from(limit);
-            let total: i64 = cached_row(c, 
+            let total: i64 = cached_row(c,
                 "SELECT COUNT(*) FROM deliveries WHERE receiver_id = ?1 AND (?2 IS NULL OR status = ?2)",
                 params![receiver_id, status],
                 |r| r.get(0),
@@ -610,7 +610,7 @@ impl Store {
         event: Option<(String, String)>,
     ) -> Result<()> {
         self.write(move |c| {
-            run(c, 
+            run(c,
                 "INSERT INTO sandboxes (name, state, image, template, ports, pid, created_at, last_activity_at,
                    exit_status, last_output, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(name) DO UPDATE SET state = excluded.state, image = excluded.image,
@@ -633,12 +633,12 @@ impl Store {
                 ],
             )?;
             if let Some((action, detail)) = &event {
-                run(c, 
+                run(c,
                     "INSERT INTO sandbox_events (sandbox, at, action, detail) VALUES (?1, ?2, ?3, ?4)",
                     params![row.name, row.updated_at, action, detail],
                 )?;
                 // Keep the last 50 events per sandbox.
-                run(c, 
+                run(c,
                     "DELETE FROM sandbox_events WHERE sandbox = ?1 AND rowid NOT IN
                        (SELECT rowid FROM sandbox_events WHERE sandbox = ?1 ORDER BY at DESC, rowid DESC LIMIT 50)",
                     params![row.name],
@@ -811,7 +811,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
 }
 
 fn receiver_by_id(c: &Connection, id: &str) -> Result<Option<ReceiverRow>> {
-    let row = cached_row(c, 
+    let row = cached_row(c,
             "SELECT id, name, status, config, created_at, updated_at, deleted_at FROM receivers WHERE id = ?1",
             params![id],
             |r| {
