@@ -62,12 +62,13 @@ struct Write<T, F> {
 impl<T, F> Job for Write<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
+    F: FnMut(&Connection) -> Result<T> + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
+        // Not taken: a job may run twice (alone, after its batch failed).
         let result = self
             .f
-            .take()
+            .as_mut()
             .map_or(Err(StoreError::WriterGone), |f| f(conn));
         let ok = result.is_ok();
         self.result = Some(result);
@@ -929,4 +930,127 @@ fn transaction(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> rusqlite::Result
         return Err(e);
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, received_at: i64) -> DeliveryRow {
+        DeliveryRow {
+            id: id.to_owned(),
+            receiver_id: "rcv_1".to_owned(),
+            received_at,
+            verified_at: Some(received_at),
+            method: "POST".to_owned(),
+            url: "http://h/hooks/rcv_1".to_owned(),
+            headers: vec![
+                ("x-bin".to_owned(), vec![0xff, 0x00]),
+                ("x-text".to_owned(), b"v".to_vec()),
+            ],
+            body: vec![1, 2, 3],
+            remote_addr: None,
+            idempotency_key: Some("k".to_owned()),
+            sandbox: Some("box".to_owned()),
+            status: "pending".to_owned(),
+            plan: Vec::new(),
+            progress: 0,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            trace: hookgate_core::explain::Trace::default(),
+            replay_of: None,
+            updated_at: received_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_dedupe_until_they_expire_and_cleanup_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+        let store = Store::open(dir.path(), &settings).unwrap();
+        let claim = |expires_at| {
+            Some(KeyClaim {
+                key: "k".to_owned(),
+                expires_at,
+            })
+        };
+        assert_eq!(
+            store
+                .insert_delivery(delivery("d1", 1000), claim(2000))
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_delivery(delivery("d2", 1500), claim(2500))
+                .await
+                .unwrap(),
+            Inserted::Duplicate("d1".to_owned())
+        );
+        assert_eq!(
+            store
+                .find_key("rcv_1".into(), "k".into(), 1999)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("d1")
+        );
+        // Past its expiry the key is free again, even before cleanup ran.
+        assert_eq!(
+            store
+                .insert_delivery(delivery("d3", 2000), claim(3000))
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(store.expire_keys(2999).await.unwrap(), 0);
+        assert_eq!(store.expire_keys(3000).await.unwrap(), 1);
+        assert_eq!(
+            store.find_key("rcv_1".into(), "k".into(), 0).await.unwrap(),
+            None
+        );
+        // Binary header values survive the round trip.
+        let d = store.delivery("d1".into()).await.unwrap().unwrap();
+        assert_eq!(d.headers[0].1, vec![0xff, 0x00]);
+        assert_eq!(d.body, vec![1, 2, 3]);
+        assert!(
+            store.delivery("d2".into()).await.unwrap().is_none(),
+            "a duplicate stores nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_failing_write_does_not_sink_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+        let store = Store::open(dir.path(), &settings).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = store.clone();
+            // Delivery "dup" is inserted twice: the primary key refuses the second.
+            let id = if i % 10 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("d{i}")
+            };
+            tasks.push(tokio::spawn(async move {
+                store.insert_delivery(delivery(&id, 1), None).await
+            }));
+        }
+        let mut failed = 0;
+        for t in tasks {
+            if t.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1);
+        for i in (1..20).filter(|i| i % 10 != 0) {
+            assert!(
+                store.delivery(format!("d{i}")).await.unwrap().is_some(),
+                "d{i} lost"
+            );
+        }
+    }
 }

@@ -4,5 +4,6 @@ mod api;
 mod cli;
 mod crash;
 mod ingest;
+mod jwks;
 mod runner;
 mod support;
