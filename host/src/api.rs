@@ -23,7 +23,7 @@ use crate::app::{AppState, LiveReceiver};
 use crate::error::{ApiError, ok};
 use crate::ids;
 use crate::ingest::plan;
-use crate::store::{DeliveryRow, Inserted, ReceiverRow};
+use crate::store::{DeliveryRow, ReceiverRow};
 
 /// Request bodies of the management API are configs, not payloads.
 const MAX_JSON_BYTES: usize = 1 << 20;
@@ -418,6 +418,7 @@ async fn replay(
         body: original.body.clone(),
         remote_addr: original.remote_addr.clone(),
         idempotency_key: None,
+        key_expires_at: None,
         sandbox: Some(sandbox.to_string()),
         status: status.to_owned(),
         plan,
@@ -429,14 +430,7 @@ async fn replay(
         replay_of: Some(original.id.clone()),
         updated_at: now,
     };
-    match state.store.insert_delivery(d, None).await? {
-        Inserted::New => {}
-        Inserted::Duplicate(_) => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "replay collided with a key"
-            )));
-        }
-    }
+    state.store.insert_delivery(d).await?;
     if status == "pending" {
         state.runner.submit(new_id.clone(), sandbox.to_string());
     }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::dedupe::Inflight;
+use crate::dedupe::Dedupe;
 use crate::jwks::KeySets;
 use crate::runner::Runner;
 use crate::settings::Settings;
@@ -43,7 +43,7 @@ pub struct AppState {
     pub keys: KeySets,
     pub admin_token: Arc<str>,
     pub receivers: Arc<RwLock<HashMap<String, Arc<LiveReceiver>>>>,
-    pub inflight: Inflight,
+    pub dedupe: Dedupe,
     pub metrics: PrometheusHandle,
 }
 

@@ -26,7 +26,7 @@ use crate::app::{AppState, LiveReceiver, remote_addr};
 use crate::dedupe::{self, Claim, Settled};
 use crate::error::{ApiError, ok};
 use crate::ids;
-use crate::store::{DeliveryRow, Inserted, KeyClaim, PlannedAction};
+use crate::store::{DeliveryRow, PlannedAction};
 
 /// What core may ask of the host while verifying.
 struct HostEnv {
@@ -191,12 +191,12 @@ async fn receive_inner(
     let mut guard = None;
     if let Some(k) = &key {
         loop {
-            match state.inflight.claim(&live.id, &k.hash) {
-                // The store checks the key again, atomically, when it inserts.
+            match state.dedupe.claim(&live.id, &k.hash, received_at) {
                 Claim::Mine(g) => {
                     guard = Some(g);
                     break;
                 }
+                Claim::Duplicate(original) => return Ok(duplicate(&live, original)),
                 Claim::Wait(slot) => match dedupe::settled(slot).await {
                     Settled::Stored(original) => return Ok(duplicate(&live, original)),
                     Settled::Abandoned => continue,
@@ -216,6 +216,16 @@ async fn receive_inner(
     };
     let plan = plan(&live, &eval.matched);
     let delivery_id = ids::delivery_id();
+    let retention = live
+        .config
+        .idempotency
+        .as_ref()
+        .and_then(|i| i.retention_seconds)
+        .unwrap_or(state.settings.dedupe.retention_seconds);
+    let key_expires_at = key.as_ref().map(|_| {
+        received_at
+            .saturating_add(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX))
+    });
     let mut trace = eval.trace;
     if plan.is_empty() {
         trace.push(Step::new(
@@ -243,6 +253,7 @@ async fn receive_inner(
         body: body.to_vec(),
         remote_addr: remote.map(|r| r.to_string()),
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
+        key_expires_at,
         sandbox: Some(sandbox.to_string()),
         status: status.to_owned(),
         plan,
@@ -254,28 +265,9 @@ async fn receive_inner(
         replay_of: None,
         updated_at: received_at,
     };
-    let retention = live
-        .config
-        .idempotency
-        .as_ref()
-        .and_then(|i| i.retention_seconds)
-        .unwrap_or(state.settings.dedupe.retention_seconds);
-    let claim = key.as_ref().map(|k| KeyClaim {
-        key: k.hash.clone(),
-        expires_at: received_at + i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX),
-    });
-    match state.store.insert_delivery(row, claim).await? {
-        Inserted::Duplicate(original) => {
-            if let Some(g) = guard {
-                g.settle(Settled::Stored(original.clone()));
-            }
-            return Ok(duplicate(&live, original));
-        }
-        Inserted::New => {
-            if let Some(g) = guard {
-                g.settle(Settled::Stored(delivery_id.clone()));
-            }
-        }
+    state.store.insert_delivery(row).await?;
+    if let Some(g) = guard {
+        g.stored(delivery_id.clone(), key_expires_at.unwrap_or(i64::MAX));
     }
     tracing::info!(delivery_id = %delivery_id, receiver = %live.id, sandbox = %sandbox, status, "accepted");
     if status == "pending" {

@@ -143,12 +143,13 @@ impl Host {
             runner: runner.clone(),
             admin_token: Arc::from(admin_token.as_str()),
             receivers: Arc::new(RwLock::new(HashMap::new())),
-            inflight: dedupe::Inflight::default(),
+            dedupe: dedupe::Dedupe::default(),
             metrics: app::metrics_handle(),
         };
         for row in store.live_receivers().await? {
             state.refresh_receiver(&row);
         }
+        state.dedupe.load(store.live_keys(ids::now_millis()).await?);
         let resumed = runner.resume_pending().await?;
         if resumed > 0 {
             tracing::info!(deliveries = resumed, "resumed deliveries left pending");
@@ -225,7 +226,7 @@ async fn sweep(
     }
 }
 
-/// Deletes expired dedupe keys every `dedupe.cleanup_interval_seconds`.
+/// Forgets expired dedupe keys every `dedupe.cleanup_interval_seconds`.
 async fn clean_keys(state: AppState, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_secs(state.settings.dedupe.cleanup_interval_seconds.max(1));
     loop {
@@ -233,10 +234,9 @@ async fn clean_keys(state: AppState, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(every) => {}
             () = crate::stopped(&mut stop) => return,
         }
-        match state.store.expire_keys(ids::now_millis()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(keys = n, "expired dedupe keys removed"),
-            Err(e) => tracing::warn!(error = %e, "removing expired dedupe keys failed"),
+        let n = state.dedupe.expire(ids::now_millis());
+        if n > 0 {
+            tracing::info!(keys = n, "expired dedupe keys forgotten");
         }
     }
 }

@@ -8,7 +8,8 @@
 //! one fsync, not 32. A failing write rolls back its savepoint alone.
 //!
 //! Reads run on a small pool of read-only connections in `spawn_blocking`; WAL
-//! mode lets them proceed while the writer commits.
+//! mode lets them proceed while the writer commits. Dedupe keys are columns of
+//! their delivery; the index over them lives in memory (see `dedupe`).
 //!
 //! rusqlite rather than DESIGN.md's sqlx: group commit is "run these N closures in
 //! one transaction on one thread", which a synchronous connection on a dedicated
@@ -112,6 +113,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     body            BLOB NOT NULL,
     remote_addr     TEXT,
     idempotency_key TEXT,
+    key_expires_at  INTEGER,
     sandbox         TEXT,
     status          TEXT NOT NULL,
     plan            TEXT NOT NULL,
@@ -125,14 +127,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_receiver ON deliveries (receiver_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (status) WHERE status = 'pending';
-CREATE TABLE IF NOT EXISTS dedupe (
-    receiver_id TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    delivery_id TEXT NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    PRIMARY KEY (receiver_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe (expires_at);
+CREATE INDEX IF NOT EXISTS deliveries_keys ON deliveries (key_expires_at)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sandboxes (
     name             TEXT PRIMARY KEY,
     state            TEXT NOT NULL,
@@ -214,6 +210,8 @@ pub struct DeliveryRow {
     pub body: Vec<u8>,
     pub remote_addr: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Until when `idempotency_key` dedupes (the receiver's retention).
+    pub key_expires_at: Option<i64>,
     pub sandbox: Option<String>,
     pub status: String,
     pub plan: Vec<PlannedAction>,
@@ -226,19 +224,13 @@ pub struct DeliveryRow {
     pub updated_at: i64,
 }
 
-/// The dedupe claim that goes with a new delivery.
-#[derive(Debug, Clone)]
-pub struct KeyClaim {
-    pub key: String,
-    pub expires_at: i64,
-}
-
-/// What inserting a delivery found.
+/// A live dedupe key, as loaded at start: who it names and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inserted {
-    New,
-    /// An unexpired key already names this delivery.
-    Duplicate(String),
+pub struct LiveKey {
+    pub receiver_id: String,
+    pub key: String,
+    pub delivery_id: String,
+    pub expires_at: i64,
 }
 
 /// Runner progress on a delivery.
@@ -466,58 +458,30 @@ impl Store {
 
     // ---- deliveries -----------------------------------------------------------
 
-    /// Inserts a delivery and its dedupe key in one write. If an unexpired key
-    /// already exists, nothing is written and the original delivery is named.
-    pub async fn insert_delivery(
-        &self,
-        row: DeliveryRow,
-        claim: Option<KeyClaim>,
-    ) -> Result<Inserted> {
+    /// Inserts a delivery; resolves once it is durable.
+    pub async fn insert_delivery(&self, row: DeliveryRow) -> Result<()> {
         let enc = Encoded::of(&row);
-        self.write(move |c| {
-            if let Some(claim) = &claim {
-                // One statement claims a free or expired key; only when the key is
-                // live (a duplicate) is the original looked up.
-                let claimed = cached_row(
-                    c,
-                    "INSERT INTO dedupe (receiver_id, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(receiver_id, key) DO UPDATE SET delivery_id = excluded.delivery_id,
-                       expires_at = excluded.expires_at WHERE dedupe.expires_at <= ?5
-                     RETURNING 1",
-                    params![row.receiver_id, claim.key, row.id, claim.expires_at, row.received_at],
-                    |_| Ok(()),
-                )
-                .optional()?;
-                if claimed.is_none() {
-                    let original: String = cached_row(
-                        c,
-                        "SELECT delivery_id FROM dedupe WHERE receiver_id = ?1 AND key = ?2",
-                        params![row.receiver_id, claim.key],
-                        |r| r.get(0),
-                    )?;
-                    return Ok(Inserted::Duplicate(original));
-                }
-            }
-            insert_delivery_row(c, &row, &enc)?;
-            Ok(Inserted::New)
-        })
-        .await
+        self.write(move |c| insert_delivery_row(c, &row, &enc))
+            .await
     }
 
-    /// The delivery an unexpired key names, if any.
-    pub async fn find_key(
-        &self,
-        receiver_id: String,
-        key: String,
-        now: i64,
-    ) -> Result<Option<String>> {
+    /// Every dedupe key still live at `now`, for the in-memory index at start.
+    pub async fn live_keys(&self, now: i64) -> Result<Vec<LiveKey>> {
         self.read(move |c| {
-            Ok(cached_row(c,
-                "SELECT delivery_id FROM dedupe WHERE receiver_id = ?1 AND key = ?2 AND expires_at > ?3",
-                params![receiver_id, key, now],
-                |r| r.get(0),
-            )
-            .optional()?)
+            let mut stmt = c.prepare_cached(
+                "SELECT receiver_id, idempotency_key, id, key_expires_at FROM deliveries
+                 WHERE idempotency_key IS NOT NULL AND key_expires_at > ?1 ORDER BY id",
+            )?;
+            Ok(stmt
+                .query_map(params![now], |r| {
+                    Ok(LiveKey {
+                        receiver_id: r.get(0)?,
+                        key: r.get(1)?,
+                        delivery_id: r.get(2)?,
+                        expires_at: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -692,18 +656,6 @@ impl Store {
         })
         .await
     }
-
-    /// Deletes dedupe keys that expired before `now`; returns how many.
-    pub async fn expire_keys(&self, now: i64) -> Result<usize> {
-        self.write(move |c| {
-            Ok(run(
-                c,
-                "DELETE FROM dedupe WHERE expires_at <= ?1",
-                params![now],
-            )?)
-        })
-        .await
-    }
 }
 
 const SANDBOX_COLUMNS: &str = "name, state, image, template, ports, pid, created_at, last_activity_at, exit_status, last_output, updated_at";
@@ -727,7 +679,8 @@ fn sandbox_from_row(r: &rusqlite::Row<'_>) -> Result<SandboxRow> {
 }
 
 const DELIVERY_COLUMNS: &str = "id, receiver_id, received_at, verified_at, method, url, headers, body, remote_addr,
-    idempotency_key, sandbox, status, plan, progress, attempts, last_error, next_attempt_at, trace, replay_of, updated_at";
+    idempotency_key, sandbox, status, plan, progress, attempts, last_error, next_attempt_at, trace, replay_of, updated_at,
+    key_expires_at";
 
 /// A delivery's JSON columns, encoded on the caller's thread so the single writer
 /// spends its time on SQLite alone.
@@ -749,8 +702,8 @@ impl Encoded {
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, receiver_id, received_at, verified_at, method, url,
     headers, body, remote_addr, idempotency_key, sandbox, status, plan, progress, attempts, last_error,
-    next_attempt_at, trace, replay_of, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    next_attempt_at, trace, replay_of, updated_at, key_expires_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
 
 fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Result<()> {
     run(
@@ -776,7 +729,8 @@ fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Resu
             row.next_attempt_at,
             enc.trace,
             row.replay_of,
-            row.updated_at
+            row.updated_at,
+            row.key_expires_at
         ],
     )?;
     Ok(())
@@ -808,6 +762,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
         trace: parse("trace", &trace)?,
         replay_of: r.get(18)?,
         updated_at: r.get(19)?,
+        key_expires_at: r.get(20)?,
     })
 }
 
@@ -936,12 +891,12 @@ fn transaction(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> rusqlite::Result
 mod tests {
     use super::*;
 
-    fn delivery(id: &str, received_at: i64) -> DeliveryRow {
+    fn delivery(id: &str, key: Option<(&str, i64)>) -> DeliveryRow {
         DeliveryRow {
             id: id.to_owned(),
             receiver_id: "rcv_1".to_owned(),
-            received_at,
-            verified_at: Some(received_at),
+            received_at: 1,
+            verified_at: Some(1),
             method: "POST".to_owned(),
             url: "http://h/hooks/rcv_1".to_owned(),
             headers: vec![
@@ -950,7 +905,8 @@ mod tests {
             ],
             body: vec![1, 2, 3],
             remote_addr: None,
-            idempotency_key: Some("k".to_owned()),
+            idempotency_key: key.map(|(k, _)| k.to_owned()),
+            key_expires_at: key.map(|(_, e)| e),
             sandbox: Some("box".to_owned()),
             status: "pending".to_owned(),
             plan: Vec::new(),
@@ -960,75 +916,45 @@ mod tests {
             next_attempt_at: None,
             trace: hookgate_core::explain::Trace::default(),
             replay_of: None,
-            updated_at: received_at,
+            updated_at: 1,
         }
     }
 
-    #[tokio::test]
-    async fn keys_dedupe_until_they_expire_and_cleanup_removes_them() {
-        let dir = tempfile::tempdir().unwrap();
+    fn store(dir: &Path) -> Store {
         let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
-        let store = Store::open(dir.path(), &settings).unwrap();
-        let claim = |expires_at| {
-            Some(KeyClaim {
-                key: "k".to_owned(),
-                expires_at,
-            })
-        };
+        Store::open(dir, &settings).unwrap()
+    }
+
+    #[tokio::test]
+    async fn live_keys_come_back_and_expired_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.insert_delivery(delivery("d1", Some(("k1", 2000))))
+            .await
+            .unwrap();
+        s.insert_delivery(delivery("d2", Some(("k2", 5000))))
+            .await
+            .unwrap();
+        s.insert_delivery(delivery("d3", None)).await.unwrap();
+        let keys = s.live_keys(3000).await.unwrap();
+        assert_eq!(keys.len(), 1);
         assert_eq!(
-            store
-                .insert_delivery(delivery("d1", 1000), claim(2000))
-                .await
-                .unwrap(),
-            Inserted::New
-        );
-        assert_eq!(
-            store
-                .insert_delivery(delivery("d2", 1500), claim(2500))
-                .await
-                .unwrap(),
-            Inserted::Duplicate("d1".to_owned())
-        );
-        assert_eq!(
-            store
-                .find_key("rcv_1".into(), "k".into(), 1999)
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("d1")
-        );
-        // Past its expiry the key is free again, even before cleanup ran.
-        assert_eq!(
-            store
-                .insert_delivery(delivery("d3", 2000), claim(3000))
-                .await
-                .unwrap(),
-            Inserted::New
-        );
-        assert_eq!(store.expire_keys(2999).await.unwrap(), 0);
-        assert_eq!(store.expire_keys(3000).await.unwrap(), 1);
-        assert_eq!(
-            store.find_key("rcv_1".into(), "k".into(), 0).await.unwrap(),
-            None
+            (keys[0].key.as_str(), keys[0].delivery_id.as_str()),
+            ("k2", "d2")
         );
         // Binary header values survive the round trip.
-        let d = store.delivery("d1".into()).await.unwrap().unwrap();
+        let d = s.delivery("d1".into()).await.unwrap().unwrap();
         assert_eq!(d.headers[0].1, vec![0xff, 0x00]);
-        assert_eq!(d.body, vec![1, 2, 3]);
-        assert!(
-            store.delivery("d2".into()).await.unwrap().is_none(),
-            "a duplicate stores nothing"
-        );
+        assert_eq!((d.body, d.key_expires_at), (vec![1, 2, 3], Some(2000)));
     }
 
     #[tokio::test]
     async fn one_failing_write_does_not_sink_its_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
-        let store = Store::open(dir.path(), &settings).unwrap();
+        let s = store(dir.path());
         let mut tasks = Vec::new();
         for i in 0..20 {
-            let store = store.clone();
+            let s = s.clone();
             // Delivery "dup" is inserted twice: the primary key refuses the second.
             let id = if i % 10 == 0 {
                 "dup".to_owned()
@@ -1036,7 +962,7 @@ mod tests {
                 format!("d{i}")
             };
             tasks.push(tokio::spawn(async move {
-                store.insert_delivery(delivery(&id, 1), None).await
+                s.insert_delivery(delivery(&id, None)).await
             }));
         }
         let mut failed = 0;
@@ -1048,7 +974,7 @@ mod tests {
         assert_eq!(failed, 1);
         for i in (1..20).filter(|i| i % 10 != 0) {
             assert!(
-                store.delivery(format!("d{i}")).await.unwrap().is_some(),
+                s.delivery(format!("d{i}")).await.unwrap().is_some(),
                 "d{i} lost"
             );
         }

@@ -215,6 +215,12 @@ async fn pending_work_resumes_after_a_restart() {
     assert_eq!(t.delivery(&a).await["status"], "pending");
     let t = t.restart().await;
     t.plane.clear_faults();
+    // Keys outlive the restart: the provider's retry is still a duplicate.
+    let (status, again) = t.github(&id, "p-1", &pr("opened", 11)).await;
+    assert_eq!(
+        (status, again["data"]["delivery_id"].as_str()),
+        (200, Some(a.as_str()))
+    );
     for d in [&a, &b] {
         let done = t.settled(d).await;
         assert_eq!(done["status"], "succeeded", "{done}");
