@@ -45,6 +45,16 @@ pub fn delivery_id() -> String {
     out
 }
 
+/// The smallest delivery id created at `millis`: ids at or after that time sort
+/// at or after it.
+pub fn delivery_id_at(millis: i64) -> String {
+    let millis = u128::try_from(millis).unwrap_or(0) & ((1 << 48) - 1);
+    let mut out = String::with_capacity(30);
+    out.push_str("dlv_");
+    base32(millis << 80, 130, &mut out);
+    out
+}
+
 /// `rcv_` + 20 base32 characters (100 random bits).
 pub fn receiver_id() -> String {
     let bytes = random::<13>();
@@ -106,6 +116,9 @@ mod tests {
         let b = delivery_id();
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 4 + 26);
+        let floor = delivery_id_at(now_millis() - 1000);
+        assert!(floor < a && floor.len() == a.len(), "{floor} {a}");
+        assert!(delivery_id_at(now_millis() + 1000) > b);
         assert_ne!(receiver_id(), receiver_id());
         assert_eq!(receiver_id().len(), 24);
         assert!(admin_token().starts_with("hg_"));

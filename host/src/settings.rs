@@ -210,6 +210,13 @@ impl Settings {
         {
             return Err(bad("limits.max_body_bytes", "expected 1..33554432"));
         }
+        let max = hookgate_core::config::Idempotency::MAX_RETENTION_SECONDS;
+        if !(1..=max).contains(&self.dedupe.retention_seconds) {
+            return Err(bad(
+                "dedupe.retention_seconds",
+                &format!("expected 1..{max}"),
+            ));
+        }
         if self.runner.max_attempts == 0 {
             return Err(bad("runner.max_attempts", "expected at least 1"));
         }

@@ -127,8 +127,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_receiver ON deliveries (receiver_id, id);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (status) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_keys ON deliveries (key_expires_at)
-    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS sandboxes (
     name             TEXT PRIMARY KEY,
     state            TEXT NOT NULL,
@@ -466,14 +464,20 @@ impl Store {
     }
 
     /// Every dedupe key still live at `now`, for the in-memory index at start.
+    /// Delivery ids sort by time and no key lives longer than the longest
+    /// retention, so only the ids since then are read (no index of its own).
     pub async fn live_keys(&self, now: i64) -> Result<Vec<LiveKey>> {
+        let max_retention_ms =
+            i64::try_from(hookgate_core::config::Idempotency::MAX_RETENTION_SECONDS * 1000)
+                .unwrap_or(i64::MAX);
+        let floor = crate::ids::delivery_id_at(now.saturating_sub(max_retention_ms));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT receiver_id, idempotency_key, id, key_expires_at FROM deliveries
-                 WHERE idempotency_key IS NOT NULL AND key_expires_at > ?1 ORDER BY id",
+                 WHERE id >= ?2 AND idempotency_key IS NOT NULL AND key_expires_at > ?1 ORDER BY id",
             )?;
             Ok(stmt
-                .query_map(params![now], |r| {
+                .query_map(params![now, floor], |r| {
                     Ok(LiveKey {
                         receiver_id: r.get(0)?,
                         key: r.get(1)?,
@@ -844,7 +848,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, max_batch: us
             }
         }
         metrics::histogram!("hookgate_commit_batch_size").record(batch.len() as f64);
+        let started = std::time::Instant::now();
         let outcome = transaction(&conn, &mut batch);
+        metrics::histogram!("hookgate_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(true) => {
                 for job in batch.drain(..) {
@@ -929,21 +935,21 @@ mod tests {
     async fn live_keys_come_back_and_expired_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        s.insert_delivery(delivery("d1", Some(("k1", 2000))))
+        s.insert_delivery(delivery("dlv_1", Some(("k1", 2000))))
             .await
             .unwrap();
-        s.insert_delivery(delivery("d2", Some(("k2", 5000))))
+        s.insert_delivery(delivery("dlv_2", Some(("k2", 5000))))
             .await
             .unwrap();
-        s.insert_delivery(delivery("d3", None)).await.unwrap();
+        s.insert_delivery(delivery("dlv_3", None)).await.unwrap();
         let keys = s.live_keys(3000).await.unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(
             (keys[0].key.as_str(), keys[0].delivery_id.as_str()),
-            ("k2", "d2")
+            ("k2", "dlv_2")
         );
         // Binary header values survive the round trip.
-        let d = s.delivery("d1".into()).await.unwrap().unwrap();
+        let d = s.delivery("dlv_1".into()).await.unwrap().unwrap();
         assert_eq!(d.headers[0].1, vec![0xff, 0x00]);
         assert_eq!((d.body, d.key_expires_at), (vec![1, 2, 3], Some(2000)));
     }

@@ -353,9 +353,11 @@ async fn run(opts: Options) -> Result<()> {
         stat("hookgate_commit_batch_size_count"),
     );
     if count > 0.0 {
+        let busy = stat("hookgate_commit_seconds_sum");
         println!(
-            "hookgate group commit: {count:.0} commits, {:.1} writes per commit on average\n",
-            sum / count
+            "hookgate group commit: {count:.0} commits, {:.1} writes and {:.2} ms per commit on average\n",
+            sum / count,
+            1000.0 * busy / count
         );
     }
     drop(hookgate);
