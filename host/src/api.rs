@@ -401,35 +401,20 @@ async fn replay(
         trace.push(s);
     }
     let plan = plan(&live, &matched);
-    let status = if plan.is_empty() {
-        "no_match"
-    } else {
-        "pending"
-    };
     let new_id = ids::delivery_id();
     let d = DeliveryRow {
-        id: new_id.clone(),
-        receiver_id: original.receiver_id.clone(),
-        received_at: now,
-        verified_at: original.verified_at,
-        method: original.method.clone(),
-        url: original.url.clone(),
-        headers: original.headers.clone(),
-        body: original.body.clone(),
-        remote_addr: original.remote_addr.clone(),
-        idempotency_key: None,
-        key_expires_at: None,
-        sandbox: Some(sandbox.to_string()),
-        status: status.to_owned(),
-        plan,
-        progress: 0,
-        attempts: 0,
-        last_error: None,
-        next_attempt_at: None,
-        trace,
         replay_of: Some(original.id.clone()),
-        updated_at: now,
+        ..DeliveryRow::accepted(
+            new_id.clone(),
+            original.receiver_id.clone(),
+            now,
+            original.request(),
+            sandbox.to_string(),
+            plan,
+            trace,
+        )
     };
+    let status = d.status.clone();
     state.store.insert_delivery(d).await?;
     if status == "pending" {
         state.runner.submit(new_id.clone(), sandbox.to_string());

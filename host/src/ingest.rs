@@ -26,7 +26,7 @@ use crate::app::{AppState, LiveReceiver, remote_addr};
 use crate::dedupe::{self, Claim, Settled};
 use crate::error::{ApiError, ok};
 use crate::ids;
-use crate::store::{DeliveryRow, PlannedAction};
+use crate::store::{DeliveryRow, PlannedAction, StoredRequest};
 
 /// What core may ask of the host while verifying.
 struct HostEnv {
@@ -234,15 +234,7 @@ async fn receive_inner(
             "no rule matched: nothing to run",
         ));
     }
-    let status = if plan.is_empty() {
-        "no_match"
-    } else {
-        "pending"
-    };
-    let row = DeliveryRow {
-        id: delivery_id.clone(),
-        receiver_id: live.id.clone(),
-        received_at,
+    let request = StoredRequest {
         verified_at: Some(verified_at),
         method,
         url,
@@ -252,24 +244,26 @@ async fn receive_inner(
             .collect(),
         body: body.to_vec(),
         remote_addr: remote.map(|r| r.to_string()),
+    };
+    let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
         key_expires_at,
-        sandbox: Some(sandbox.to_string()),
-        status: status.to_owned(),
-        plan,
-        progress: 0,
-        attempts: 0,
-        last_error: None,
-        next_attempt_at: None,
-        trace,
-        replay_of: None,
-        updated_at: received_at,
+        ..DeliveryRow::accepted(
+            delivery_id.clone(),
+            live.id.clone(),
+            received_at,
+            request,
+            sandbox.to_string(),
+            plan,
+            trace,
+        )
     };
+    let status = row.status.clone();
     state.store.insert_delivery(row).await?;
     if let Some(g) = guard {
         g.stored(delivery_id.clone(), key_expires_at.unwrap_or(i64::MAX));
     }
-    tracing::info!(delivery_id = %delivery_id, receiver = %live.id, sandbox = %sandbox, status, "accepted");
+    tracing::info!(delivery_id = %delivery_id, receiver = %live.id, sandbox = %sandbox, status = %status, "accepted");
     if status == "pending" {
         state
             .runner

@@ -222,6 +222,71 @@ pub struct DeliveryRow {
     pub updated_at: i64,
 }
 
+/// The request part of a delivery, as it arrived.
+#[derive(Debug, Clone)]
+pub struct StoredRequest {
+    pub verified_at: Option<i64>,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub remote_addr: Option<String>,
+}
+
+impl DeliveryRow {
+    /// A delivery just accepted: `pending` with actions to run, or `no_match`.
+    pub fn accepted(
+        id: String,
+        receiver_id: String,
+        received_at: i64,
+        request: StoredRequest,
+        sandbox: String,
+        plan: Vec<PlannedAction>,
+        trace: hookgate_core::explain::Trace,
+    ) -> Self {
+        let status = if plan.is_empty() {
+            "no_match"
+        } else {
+            "pending"
+        };
+        Self {
+            id,
+            receiver_id,
+            received_at,
+            verified_at: request.verified_at,
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            remote_addr: request.remote_addr,
+            idempotency_key: None,
+            key_expires_at: None,
+            sandbox: Some(sandbox),
+            status: status.to_owned(),
+            plan,
+            progress: 0,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            trace,
+            replay_of: None,
+            updated_at: received_at,
+        }
+    }
+
+    /// The request as stored, for a replay.
+    pub fn request(&self) -> StoredRequest {
+        StoredRequest {
+            verified_at: self.verified_at,
+            method: self.method.clone(),
+            url: self.url.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            remote_addr: self.remote_addr.clone(),
+        }
+    }
+}
+
 /// A live dedupe key, as loaded at start: who it names and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveKey {

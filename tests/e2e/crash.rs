@@ -83,6 +83,26 @@ async fn api(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// DESIGN.md's GitHub receiver, every event ensuring an echo sandbox and
+/// delivering to it; returns the receiver id.
+async fn create_echo_receiver(client: &reqwest::Client, base: &str) -> String {
+    let mut receiver = github_receiver();
+    receiver["rules"] = json!([{"actions": [
+        {"action_type": "ensure_sandbox", "template": {"image": "echo"}},
+        {"action_type": "deliver_to_port", "port": 3000}
+    ]}]);
+    let (status, created) = api(
+        client,
+        base,
+        reqwest::Method::POST,
+        "/v1/webhooks/incoming",
+        Some(receiver),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created["data"]["id"].as_str().unwrap().to_owned()
+}
+
 /// The delivery ids the echo sandbox recorded, with how often each arrived.
 async fn echo_seen(client: &reqwest::Client, base: &str, sandbox: &str) -> BTreeMap<String, usize> {
     let (_, s) = api(
@@ -163,21 +183,7 @@ async fn sigkill_mid_stream_loses_nothing_and_runs_nothing_twice() {
     let port = free_port();
     let server = Server::start(dir.path(), port);
     let client = reqwest::Client::new();
-    let mut receiver = github_receiver();
-    receiver["rules"] = json!([{"actions": [
-        {"action_type": "ensure_sandbox", "template": {"image": "echo"}},
-        {"action_type": "deliver_to_port", "port": 3000}
-    ]}]);
-    let (status, created) = api(
-        &client,
-        &server.base,
-        reqwest::Method::POST,
-        "/v1/webhooks/incoming",
-        Some(receiver),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let id = create_echo_receiver(&client, &server.base).await;
 
     // Four senders stream unique deliveries; the server is killed mid-stream.
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
@@ -278,20 +284,7 @@ async fn sigterm_drains_and_exits_zero() {
     let port = free_port();
     let mut server = Server::start(dir.path(), port);
     let client = reqwest::Client::new();
-    let mut receiver = github_receiver();
-    receiver["rules"] = json!([{"actions": [
-        {"action_type": "ensure_sandbox", "template": {"image": "echo"}},
-        {"action_type": "deliver_to_port", "port": 3000}
-    ]}]);
-    let (_, created) = api(
-        &client,
-        &server.base,
-        reqwest::Method::POST,
-        "/v1/webhooks/incoming",
-        Some(receiver),
-    )
-    .await;
-    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let id = create_echo_receiver(&client, &server.base).await;
     let mut acked = BTreeSet::new();
     for n in 0..20 {
         let body =
