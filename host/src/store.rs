@@ -557,14 +557,14 @@ impl Store {
 
     pub async fn delivery(&self, id: String) -> Result<Option<DeliveryRow>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
-            ))?;
-            let mut rows = stmt.query(params![id])?;
-            match rows.next()? {
-                Some(r) => Ok(Some(delivery_from_row(r)?)),
-                None => Ok(None),
-            }
+            Ok(rows(
+                c,
+                &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"),
+                params![id],
+                delivery_from_row,
+            )?
+            .into_iter()
+            .next())
         })
         .await
     }
@@ -584,15 +584,10 @@ impl Store {
                 params![receiver_id, status],
                 |r| r.get(0),
             )?;
-            let mut stmt = c.prepare_cached(&format!(
+            let out = rows(c, &format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE receiver_id = ?1 AND (?2 IS NULL OR status = ?2)
                  ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-            ))?;
-            let mut rows = stmt.query(params![receiver_id, status, limit, offset])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(delivery_from_row(r)?);
-            }
+            ), params![receiver_id, status, limit, offset], delivery_from_row)?;
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
         .await
@@ -601,14 +596,14 @@ impl Store {
     /// Every delivery with actions still to run, oldest first.
     pub async fn pending(&self) -> Result<Vec<DeliveryRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' ORDER BY id"
-            ))?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(delivery_from_row(r)?);
-            }
+            let out = rows(
+                c,
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' ORDER BY id"
+                ),
+                [],
+                delivery_from_row,
+            )?;
             Ok(out)
         })
         .await
@@ -685,14 +680,14 @@ impl Store {
 
     pub async fn sandbox(&self, name: String) -> Result<Option<SandboxRow>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?1"
-            ))?;
-            let mut rows = stmt.query(params![name])?;
-            match rows.next()? {
-                Some(r) => Ok(Some(sandbox_from_row(r)?)),
-                None => Ok(None),
-            }
+            Ok(rows(
+                c,
+                &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE name = ?1"),
+                params![name],
+                sandbox_from_row,
+            )?
+            .into_iter()
+            .next())
         })
         .await
     }
@@ -700,14 +695,12 @@ impl Store {
     /// Every sandbox, newest first.
     pub async fn sandboxes(&self) -> Result<Vec<SandboxRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {SANDBOX_COLUMNS} FROM sandboxes ORDER BY created_at DESC"
-            ))?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(sandbox_from_row(r)?);
-            }
+            let out = rows(
+                c,
+                &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes ORDER BY created_at DESC"),
+                [],
+                sandbox_from_row,
+            )?;
             Ok(out)
         })
         .await
@@ -880,6 +873,22 @@ fn checkpoint_loop(conn: Connection, store: std::sync::Weak<Mutex<Vec<Connection
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
+}
+
+/// Every row a cached query yields, each read by `read`.
+fn rows<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    read: fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read(r)?);
+    }
+    Ok(out)
 }
 
 /// Runs a statement through the connection's statement cache: at thousands of

@@ -208,6 +208,10 @@ async fn bad_requests_are_precise() {
         t.api(Method::GET, "/v1/deliveries/dlv_nope", None).await.0,
         404
     );
+    let (status, body) = t
+        .api(Method::POST, "/v1/deliveries/dlv_nope/replay", None)
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     assert_eq!(t.api(Method::GET, "/v1/nothing", None).await.0, 404);
 }
 

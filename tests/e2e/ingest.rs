@@ -135,14 +135,7 @@ async fn fifty_concurrent_duplicates_make_one_delivery_and_one_run() {
     assert_eq!(ids.len(), 1, "every answer names the same delivery");
     let delivery = ids.into_iter().next().unwrap();
     t.settled(&delivery).await;
-    let (_, history) = t
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/incoming/{id}/deliveries"),
-            None,
-        )
-        .await;
-    assert_eq!(history["data"]["pagination"]["total"], 1);
+    assert_eq!(t.stored(&id).await, 1);
     let runs = t
         .plane
         .calls()
@@ -247,17 +240,7 @@ async fn bad_input_gets_a_precise_answer_and_stores_nothing() {
     }
     assert_eq!(req.body("{}").send().await.unwrap().status().as_u16(), 431);
 
-    let (_, history) = t
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/incoming/{id}/deliveries"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        history["data"]["pagination"]["total"], 0,
-        "nothing was stored"
-    );
+    assert_eq!(t.stored(&id).await, 0, "nothing was stored");
 }
 
 /// Sends a chunked body of `total` bytes with no Content-Length; returns the answer.
@@ -363,14 +346,7 @@ async fn handshakes_are_answered_not_stored() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.text().await.unwrap(), "c-123");
-    let (_, history) = t
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/incoming/{id}/deliveries"),
-            None,
-        )
-        .await;
-    assert_eq!(history["data"]["pagination"]["total"], 0);
+    assert_eq!(t.stored(&id).await, 0);
 }
 
 #[tokio::test]

@@ -131,6 +131,14 @@ impl TestHost {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// How many deliveries a receiver has stored.
+    pub async fn stored(&self, receiver: &str) -> u64 {
+        let path = format!("/v1/webhooks/incoming/{receiver}/deliveries");
+        let (status, body) = self.api(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]["pagination"]["total"].as_u64().unwrap()
+    }
+
     pub async fn delivery(&self, id: &str) -> Value {
         let (status, body) = self
             .api(reqwest::Method::GET, &format!("/v1/deliveries/{id}"), None)
