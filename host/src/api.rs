@@ -1,4 +1,5 @@
-//! The management API of DESIGN.md: receivers, their deliveries, replay.
+//! The management API of DESIGN.md: receivers, their deliveries, replay. (The
+//! `/v1/sandboxes` routes are the HTTP plane's server, in `sandbox::http`.)
 //!
 //! Every route needs `Authorization: Bearer <admin token>`. Receiver configs are
 //! validated by core, so a bad one is a 422 naming the field; secrets are stored
@@ -38,9 +39,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/webhooks/incoming/{id}/deliveries", get(deliveries))
         .route("/v1/deliveries/{id}", get(delivery))
         .route("/v1/deliveries/{id}/replay", post(replay))
-        .route("/v1/sandboxes", get(sandboxes))
-        .route("/v1/sandboxes/{name}", get(sandbox))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .merge(crate::sandbox::http::routes())
 }
 
 /// Checks the admin token in constant time.
@@ -67,7 +67,7 @@ pub async fn require_admin(
 }
 
 /// A JSON body, or a 400 that says what is wrong with it.
-fn body(json: Result<axum::Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
+pub fn body(json: Result<axum::Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
     json.map(|j| j.0).map_err(|e| match e {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::BadRequest("expected Content-Type: application/json".to_owned())
@@ -424,53 +424,4 @@ async fn replay(
         StatusCode::ACCEPTED,
         json!({"delivery_id": new_id, "status": "accepted", "replay_of": original.id}),
     ))
-}
-
-fn sandbox_json(
-    row: &crate::store::SandboxRow,
-    events: Option<Vec<(i64, String, String)>>,
-) -> Value {
-    let ports: serde_json::Map<String, Value> = row
-        .ports
-        .iter()
-        .map(|(i, h)| (i.to_string(), json!(h)))
-        .collect();
-    let mut v = json!({
-        "name": row.name,
-        "state": row.state,
-        "image": row.image,
-        "ports": ports,
-        "pid": row.pid,
-        "created_at": ids::rfc3339(row.created_at),
-        "last_activity_at": ids::rfc3339(row.last_activity_at),
-        "updated_at": ids::rfc3339(row.updated_at),
-        "exit_status": row.exit_status,
-        "last_output": row.last_output,
-    });
-    if let Some(events) = events {
-        v["recent_actions"] = json!(events
-            .into_iter()
-            .map(|(at, action, detail)| json!({"at": ids::rfc3339(at), "action": action, "detail": detail}))
-            .collect::<Vec<_>>());
-    }
-    v
-}
-
-async fn sandboxes(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rows = state.store.sandboxes().await?;
-    let list: Vec<Value> = rows.iter().map(|r| sandbox_json(r, None)).collect();
-    Ok(ok(StatusCode::OK, json!({"sandboxes": list})))
-}
-
-async fn sandbox(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    let row = state
-        .store
-        .sandbox(name.clone())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no sandbox {name}")))?;
-    let events = state.store.sandbox_events(name).await?;
-    Ok(ok(StatusCode::OK, sandbox_json(&row, Some(events))))
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub receivers: Arc<RwLock<HashMap<String, Arc<LiveReceiver>>>>,
     pub dedupe: Dedupe,
     pub metrics: PrometheusHandle,
+    /// The plane the runner drives, also served at `/v1/sandboxes`.
+    pub plane: Arc<dyn crate::sandbox::SandboxPlane>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -40,6 +40,12 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A sandbox operation needs a running sandbox and this one is paused.
+    #[error("{0}")]
+    SandboxPaused(String),
+    /// The sandbox plane refuses the operation, and would again.
+    #[error("{0}")]
+    SandboxRejected(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -67,6 +73,8 @@ impl ApiError {
             Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::SandboxPaused(_) => (StatusCode::CONFLICT, "sandbox_paused"),
+            Self::SandboxRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "sandbox_rejected"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -38,8 +38,9 @@ use crate::store::Store;
 /// Which sandbox plane a host drives.
 #[derive(Clone)]
 pub enum Plane {
-    /// Local process sandboxes under the data directory (the default).
-    Local,
+    /// The one `[sandbox] plane` names: local process sandboxes under the data
+    /// directory (the default), or another host's plane over HTTP.
+    Configured,
     /// A plane supplied by the caller (tests use [`sandbox::memory::MemoryPlane`]).
     Custom(Arc<dyn SandboxPlane>),
 }
@@ -47,7 +48,7 @@ pub enum Plane {
 impl std::fmt::Debug for Plane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Local => "Local",
+            Self::Configured => "Configured",
             Self::Custom(_) => "Custom",
         })
     }
@@ -114,21 +115,24 @@ impl Host {
         let store = Store::open(&settings.data_dir, &settings)?;
         let (plane, local): (Arc<dyn SandboxPlane>, _) = match plane {
             Plane::Custom(p) => (p, None),
-            Plane::Local => {
+            Plane::Configured if settings.sandbox.plane == settings::PlaneKind::Http => {
+                let remote = sandbox::http::HttpPlane::new(
+                    &settings.sandbox.remote_url,
+                    &settings.sandbox.remote_token,
+                )
+                .context("preparing the HTTP sandbox plane")?;
+                (Arc::new(remote) as Arc<dyn SandboxPlane>, None)
+            }
+            Plane::Configured => {
                 let local = Arc::new(
-                    sandbox::local::LocalPlane::new(
-                        &settings.data_dir,
-                        settings.images.clone(),
-                        store.clone(),
-                        Duration::from_secs(settings.sandbox.ready_timeout_seconds),
-                    )
-                    .context("preparing the local sandbox plane")?,
+                    sandbox::local::LocalPlane::new(&settings, store.clone())
+                        .context("preparing the local sandbox plane")?,
                 );
                 local.adopt().await.context("adopting sandboxes")?;
                 (local.clone() as Arc<dyn SandboxPlane>, Some(local))
             }
         };
-        let runner = runner::Runner::new(store.clone(), plane, settings.runner.clone());
+        let runner = runner::Runner::new(store.clone(), plane.clone(), settings.runner.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
@@ -145,6 +149,7 @@ impl Host {
             receivers: Arc::new(RwLock::new(HashMap::new())),
             dedupe: dedupe::Dedupe::default(),
             metrics: app::metrics_handle(),
+            plane,
         };
         for row in store.live_receivers().await? {
             state.refresh_receiver(&row);
@@ -159,7 +164,7 @@ impl Host {
         let task_state = state.clone();
         let task = tokio::spawn(async move {
             let cleaner = tokio::spawn(clean_keys(task_state.clone(), stop_rx.clone()));
-            let sweeper = local.map(|l| {
+            let sweeper = local.clone().map(|l| {
                 tokio::spawn(sweep(
                     l,
                     task_state.settings.sandbox.sweep_interval_seconds,
@@ -177,6 +182,9 @@ impl Host {
                     task_state.settings.shutdown.drain_seconds,
                 ))
                 .await;
+            if let Some(local) = local {
+                local.release();
+            }
             Ok(())
         });
         Ok(Self {

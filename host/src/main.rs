@@ -124,7 +124,7 @@ fn init_logs(settings: &Settings) {
 
 async fn serve(settings: Settings) -> Result<()> {
     let data_dir = settings.data_dir.clone();
-    let host = hookgate::Host::start(settings, hookgate::Plane::Local).await?;
+    let host = hookgate::Host::start(settings, hookgate::Plane::Configured).await?;
     let base = host.state.settings.public_base();
     let token_file = hookgate::token_path(&data_dir);
     println!(

@@ -388,22 +388,28 @@ async fn execute(
         Action::DeliverToPort(spec) => {
             let forward = forward(d, spec);
             let first = plane.deliver(sandbox, spec.port, forward.clone()).await;
-            let response = match first {
+            let (response, woke) = match first {
                 Err(PlaneError::Paused(_)) if spec.auto_resume == AutoResume::OnActivity => {
                     plane.resume(sandbox).await?;
-                    plane.deliver(sandbox, spec.port, forward).await?
+                    let response = plane.deliver(sandbox, spec.port, forward).await?;
+                    (response, Some("deliver_to_port.auto_resume"))
                 }
                 Err(PlaneError::Paused(name)) => {
                     return Err(Failed {
                         retryable: false,
                         message: format!(
-                            "sandbox {name} is paused and auto_resume is not on_activity"
+                            "sandbox {name} is paused, and neither deliver_to_port.auto_resume \
+                             nor its lifecycle.auto_resume is on_activity"
                         ),
                     });
                 }
-                other => other?,
+                Ok(response) if response.resumed => (response, Some("lifecycle.auto_resume")),
+                other => (other?, None),
             };
-            let summary = format!("port {} answered {}", spec.port, response.status);
+            let mut summary = format!("port {} answered {}", spec.port, response.status);
+            if let Some(by) = woke {
+                summary = format!("sandbox {sandbox} was paused, resumed by {by}; {summary}");
+            }
             match response.status {
                 200..=399 => Ok(summary),
                 500..=599 | 408 | 429 => Err(Failed {

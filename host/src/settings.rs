@@ -35,8 +35,19 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sandbox {
+    pub plane: PlaneKind,
+    pub remote_url: String,
+    pub remote_token: String,
     pub ready_timeout_seconds: u64,
     pub sweep_interval_seconds: u64,
+    pub fallback_command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaneKind {
+    Local,
+    Http,
 }
 
 /// What an image runs on the local plane.
@@ -228,6 +239,21 @@ impl Settings {
                 ));
             }
         }
+        if self.sandbox.plane == PlaneKind::Http {
+            let url = &self.sandbox.remote_url;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(bad(
+                    "sandbox.remote_url",
+                    "plane = \"http\" needs the other host's http:// or https:// URL",
+                ));
+            }
+            if self.sandbox.remote_token.len() < 16 {
+                return Err(bad(
+                    "sandbox.remote_token",
+                    "plane = \"http\" needs the other host's admin token",
+                ));
+            }
+        }
         if self.storage.max_batch == 0 {
             return Err(bad("storage.max_batch", "expected at least 1"));
         }
@@ -311,6 +337,12 @@ fn env_value(doc: &toml::Table, key: &str, value: &str) -> toml::Value {
             |_| toml::Value::String(value.to_owned()),
             toml::Value::Boolean,
         ),
+        // An array is written as TOML: HOOKGATE_X='["a", "b"]'.
+        Some(toml::Value::Array(_)) => format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
         _ => toml::Value::String(value.to_owned()),
     }
 }
@@ -388,5 +420,61 @@ mod tests {
         std::fs::write(&file, "[limits]\nmax_bodybytes = 1\n").unwrap();
         let err = Settings::load(Some(&file), env(&[])).unwrap_err();
         assert!(err.to_string().contains("limits.max_bodybytes"), "{err}");
+    }
+
+    #[test]
+    fn the_http_plane_needs_its_url_and_token() {
+        let err = Settings::load(None, env(&[("HOOKGATE_SANDBOX_PLANE", "http")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("settings: sandbox.remote_url "),
+            "{err}"
+        );
+        let err = Settings::load(
+            None,
+            env(&[
+                ("HOOKGATE_SANDBOX_PLANE", "http"),
+                ("HOOKGATE_SANDBOX_REMOTE_URL", "http://10.0.0.7:8080"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("settings: sandbox.remote_token "),
+            "{err}"
+        );
+        let s = Settings::load(
+            None,
+            env(&[
+                ("HOOKGATE_SANDBOX_PLANE", "http"),
+                ("HOOKGATE_SANDBOX_REMOTE_URL", "http://10.0.0.7:8080"),
+                ("HOOKGATE_SANDBOX_REMOTE_TOKEN", "0123456789abcdef0123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.sandbox.plane, PlaneKind::Http);
+    }
+
+    #[test]
+    fn arrays_come_from_env_as_toml() {
+        let s = Settings::load(
+            None,
+            env(&[(
+                "HOOKGATE_SANDBOX_FALLBACK_COMMAND",
+                r#"["node", "server.js"]"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(s.sandbox.fallback_command, ["node", "server.js"]);
+        let err = Settings::load(
+            None,
+            env(&[("HOOKGATE_SANDBOX_FALLBACK_COMMAND", "node server.js")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "settings: sandbox.fallback_command (from HOOKGATE_SANDBOX_FALLBACK_COMMAND): "
+            ),
+            "{err}"
+        );
     }
 }

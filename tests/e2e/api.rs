@@ -296,7 +296,7 @@ async fn replay_runs_again_and_says_so() {
         d["explain"]
     );
     let delivered = t
-        .plane
+        .plane()
         .calls()
         .iter()
         .filter(|c| matches!(c, hookgate::sandbox::memory::Call::Deliver { .. }))

@@ -55,7 +55,7 @@ async fn github_example_end_to_end() {
         .find(|h| h[0] == "x-hub-signature-256")
         .unwrap();
     assert_eq!(sig[1], "<redacted>");
-    let calls = t.plane.calls();
+    let calls = t.plane().calls();
     assert_eq!(calls[0], Call::Ensure("pr-42".into()));
     let Call::Deliver {
         sandbox,
@@ -84,7 +84,10 @@ async fn github_example_end_to_end() {
     // closed deletes the sandbox.
     let (_, b) = t.github(&id, "d-close", &pr("closed", 42)).await;
     t.settled(b["data"]["delivery_id"].as_str().unwrap()).await;
-    assert_eq!(t.plane.calls().last(), Some(&Call::Delete("pr-42".into())));
+    assert_eq!(
+        t.plane().calls().last(),
+        Some(&Call::Delete("pr-42".into()))
+    );
 }
 
 #[tokio::test]
@@ -99,7 +102,7 @@ async fn duplicates_get_the_original_delivery_id() {
     t.settled(first["data"]["delivery_id"].as_str().unwrap())
         .await;
     let runs = t
-        .plane
+        .plane()
         .calls()
         .iter()
         .filter(|c| matches!(c, Call::Deliver { .. }))
@@ -137,7 +140,7 @@ async fn fifty_concurrent_duplicates_make_one_delivery_and_one_run() {
     t.settled(&delivery).await;
     assert_eq!(t.stored(&id).await, 1);
     let runs = t
-        .plane
+        .plane()
         .calls()
         .iter()
         .filter(|c| matches!(c, Call::Deliver { .. }))

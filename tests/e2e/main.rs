@@ -6,4 +6,5 @@ mod crash;
 mod ingest;
 mod jwks;
 mod runner;
+mod sandbox;
 mod support;

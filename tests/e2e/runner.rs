@@ -36,7 +36,7 @@ async fn retryable_failures_are_retried_with_backoff() {
         ))
         .await;
     t.settled(&deliver(&t, &ensure, "e", 5).await).await;
-    t.plane.inject(Fault::Fail {
+    t.plane().inject(Fault::Fail {
         op: "deliver",
         times: 2,
         error: PlaneError::Unavailable("connection refused".into()),
@@ -69,7 +69,7 @@ async fn retryable_failures_are_retried_with_backoff() {
     );
 
     // A 503 is retried; a 404 is not.
-    t.plane.inject(Fault::Status {
+    t.plane().inject(Fault::Status {
         times: 1,
         status: 503,
     });
@@ -77,7 +77,7 @@ async fn retryable_failures_are_retried_with_backoff() {
         t.settled(&deliver(&t, &id, "r-2", 5).await).await["status"],
         "succeeded"
     );
-    t.plane.inject(Fault::Status {
+    t.plane().inject(Fault::Status {
         times: 1,
         status: 404,
     });
@@ -102,7 +102,7 @@ async fn attempts_are_bounded_and_a_failure_stops_the_rest() {
             {"action_type": "pause_sandbox"}
         ])))
         .await;
-    t.plane.inject(Fault::Fail {
+    t.plane().inject(Fault::Fail {
         op: "deliver",
         times: 100,
         error: PlaneError::Unavailable("down".into()),
@@ -123,11 +123,11 @@ async fn attempts_are_bounded_and_a_failure_stops_the_rest() {
             .unwrap()
             .contains("action 3 of 3: skipped, an earlier action failed")
     );
-    assert!(!t.plane.calls().contains(&Call::Pause("pr-8".into())));
+    assert!(!t.plane().calls().contains(&Call::Pause("pr-8".into())));
 
     // A permanent refusal is not retried at all.
-    t.plane.clear_faults();
-    t.plane.inject(Fault::Fail {
+    t.plane().clear_faults();
+    t.plane().inject(Fault::Fail {
         op: "ensure",
         times: 1,
         error: PlaneError::Rejected("image not allowed".into()),
@@ -155,7 +155,7 @@ async fn one_sandbox_in_order_different_sandboxes_in_parallel() {
         ])))
         .await;
     // The first ensure of sandbox pr-1 stalls.
-    t.plane.inject(Fault::Stall {
+    t.plane().inject(Fault::Stall {
         op: "ensure",
         times: 1,
         delay: Duration::from_millis(600),
@@ -176,7 +176,7 @@ async fn one_sandbox_in_order_different_sandboxes_in_parallel() {
         assert_eq!(t.settled(d).await["status"], "succeeded");
     }
     let order: Vec<String> = t
-        .plane
+        .plane()
         .calls()
         .into_iter()
         .filter_map(|c| match c {
@@ -204,7 +204,7 @@ async fn pending_work_resumes_after_a_restart() {
             {"action_type": "deliver_to_port", "port": 3000}
         ])))
         .await;
-    t.plane.inject(Fault::Fail {
+    t.plane().inject(Fault::Fail {
         op: "deliver",
         times: 1000,
         error: PlaneError::Unavailable("sandbox booting".into()),
@@ -214,7 +214,7 @@ async fn pending_work_resumes_after_a_restart() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(t.delivery(&a).await["status"], "pending");
     let t = t.restart().await;
-    t.plane.clear_faults();
+    t.plane().clear_faults();
     // Keys outlive the restart: the provider's retry is still a duplicate.
     let (status, again) = t.github(&id, "p-1", &pr("opened", 11)).await;
     assert_eq!(
@@ -227,7 +227,7 @@ async fn pending_work_resumes_after_a_restart() {
     }
     // Each delivery reached its sandbox once successfully, carrying its id.
     let delivered: Vec<String> = t
-        .plane
+        .plane()
         .calls()
         .into_iter()
         .filter_map(|c| match c {

@@ -21,7 +21,8 @@ pub fn github_receiver() -> Value {
     v
 }
 
-pub fn settings(dir: &Path, env: &[(&str, &str)]) -> Settings {
+/// Test settings over an optional settings file.
+pub fn settings(dir: &Path, file: Option<&Path>, env: &[(&str, &str)]) -> Settings {
     let mut vars = vec![
         ("HOOKGATE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("HOOKGATE_DATA_DIR".to_owned(), dir.display().to_string()),
@@ -32,14 +33,16 @@ pub fn settings(dir: &Path, env: &[(&str, &str)]) -> Settings {
         ("HOOKGATE_SHUTDOWN_DRAIN_SECONDS".to_owned(), "5".to_owned()),
     ];
     vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Settings::load(None, vars).unwrap()
+    Settings::load(file, vars).unwrap()
 }
 
 pub struct TestHost {
     pub host: Host,
-    pub plane: Arc<MemoryPlane>,
+    /// The in-memory plane, unless the host runs the plane its settings name.
+    memory: Option<Arc<MemoryPlane>>,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl TestHost {
@@ -47,37 +50,84 @@ impl TestHost {
         Self::start_with(&[]).await
     }
 
+    /// A host over the in-memory plane.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::launch(Some(Arc::new(MemoryPlane::new())), None, env).await
+    }
+
+    /// A host that runs the plane its settings name (the local plane unless
+    /// `env` says otherwise), with `toml` as its settings file.
+    pub async fn start_configured(toml: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(None, Some(toml), env).await
+    }
+
+    async fn launch(
+        memory: Option<Arc<MemoryPlane>>,
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let plane = Arc::new(MemoryPlane::new());
-        let host = Host::start(settings(dir.path(), env), Plane::Custom(plane.clone()))
-            .await
-            .unwrap();
+        if let Some(toml) = toml {
+            // Unmapped images run the echo server of the real `hookgate` binary
+            // (this test binary is not one).
+            let echo = format!(
+                "[sandbox]\nfallback_command = [{:?}, \"sandbox\", \"echo\"]\n{toml}",
+                env!("CARGO_BIN_EXE_hookgate")
+            );
+            std::fs::write(dir.path().join("hookgate.toml"), echo).unwrap();
+        }
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let host = Self::boot(dir.path(), memory.clone(), &env).await;
         Self {
             host,
-            plane,
+            memory,
             client: reqwest::Client::new(),
             dir,
+            env,
         }
     }
 
-    /// Stops this host and starts another on the same data directory.
+    async fn boot(dir: &Path, memory: Option<Arc<MemoryPlane>>, env: &[(String, String)]) -> Host {
+        let file = dir.join("hookgate.toml");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let settings = settings(dir, file.exists().then_some(file.as_path()), &env);
+        let plane = memory.map_or(Plane::Configured, |m| Plane::Custom(m));
+        Host::start(settings, plane).await.unwrap()
+    }
+
+    /// The in-memory plane this host drives.
+    pub fn plane(&self) -> &MemoryPlane {
+        self.memory
+            .as_deref()
+            .expect("this host runs a configured plane, not the in-memory one")
+    }
+
+    /// Stops this host and starts another on the same data directory and settings.
     pub async fn restart(self) -> Self {
+        self.restart_with(|| ()).await
+    }
+
+    /// [`TestHost::restart`], running `between` while no host is up.
+    pub async fn restart_with(self, between: impl FnOnce()) -> Self {
         let Self {
             host,
-            plane,
+            memory,
             client,
             dir,
+            env,
         } = self;
         host.stop().await.unwrap();
-        let host = Host::start(settings(dir.path(), &[]), Plane::Custom(plane.clone()))
-            .await
-            .unwrap();
+        between();
+        let host = Self::boot(dir.path(), memory.clone(), &env).await;
         Self {
             host,
-            plane,
+            memory,
             client,
             dir,
+            env,
         }
     }
 
@@ -115,7 +165,12 @@ impl TestHost {
 
     /// POSTs `body` to a receiver, signed as GitHub signs, with a delivery id.
     pub async fn github(&self, receiver: &str, delivery: &str, body: &Value) -> (u16, Value) {
-        let bytes = serde_json::to_vec(body).unwrap();
+        self.github_raw(receiver, delivery, serde_json::to_vec(body).unwrap())
+            .await
+    }
+
+    /// [`TestHost::github`] with the body's exact bytes.
+    pub async fn github_raw(&self, receiver: &str, delivery: &str, bytes: Vec<u8>) -> (u16, Value) {
         let resp = self
             .client
             .post(self.url(&format!("/hooks/{receiver}")))

@@ -264,6 +264,12 @@ pub struct SandboxTemplate {
 }
 
 impl SandboxTemplate {
+    /// Reads a template on its own (the HTTP plane receives one); errors name
+    /// `template.<field>`.
+    pub fn from_json(value: &Value) -> Result<Self, Error> {
+        Self::decode(value, &Path::default().key("template"), &Ctx::new(None))
+    }
+
     pub const VCPUS: (u64, u64) = (1, 64);
     pub const MEMORY_MB: (u64, u64) = (64, 262_144);
     pub const DISK_GB: (u64, u64) = (1, 4096);

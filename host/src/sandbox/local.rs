@@ -10,6 +10,12 @@
 //! command (no unsafe `pre_exec`). State lives in the store: after a restart of
 //! the host, sandboxes whose process group is still alive are adopted as they
 //! are, and the others are started again on their old ports.
+//!
+//! Lifecycle timers are checked by [`LocalPlane::sweep`] against the stored
+//! times (`last_activity_at` for `pause_after_idle`, `created_at` for
+//! `delete_after`), so they keep running across host restarts. Every operation on
+//! one sandbox, a forward included, holds that sandbox's lock: a timer never
+//! pauses a sandbox in the middle of a delivery.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,16 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookgate_core::SandboxName;
-use hookgate_core::config::SandboxTemplate;
+use hookgate_core::config::{AutoResume, SandboxTemplate};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::{
-    Ensured, ExecOutput, Forward, ForwardResponse, PlaneError, PlaneFuture, SandboxPlane,
-    SandboxState,
+    Ensured, ExecOutput, Forward, ForwardResponse, PlaneError, PlaneFuture, SandboxEvent,
+    SandboxInfo, SandboxPlane, SandboxState,
 };
 use crate::ids;
-use crate::settings::Image;
+use crate::settings::{Image, Settings};
 use crate::store::{SandboxRow, Store};
 
 /// How many lines of a failed sandbox's output are kept.
@@ -35,12 +41,32 @@ const TAIL_LINES: usize = 20;
 
 pub struct LocalPlane {
     root: PathBuf,
-    exe: PathBuf,
+    /// What an image without an `[images]` entry runs.
+    fallback: Vec<String>,
     images: BTreeMap<String, Image>,
     store: Store,
     ready_timeout: Duration,
     client: reqwest::Client,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Locks,
+    /// Turns true when the host stops: supervisors let go of their sandboxes,
+    /// which keep running for the next start to adopt.
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+/// One async lock per sandbox name.
+type Locks = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+fn lock_of(locks: &Locks, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = locks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(locks.entry(name.to_owned()).or_default())
+}
+
+/// A started sandbox process, not yet supervised.
+struct Spawned {
+    pid: i32,
+    child: tokio::process::Child,
 }
 
 impl std::fmt::Debug for LocalPlane {
@@ -56,16 +82,16 @@ fn unavailable(e: impl std::fmt::Display) -> PlaneError {
 }
 
 impl LocalPlane {
-    pub fn new(
-        data_dir: &Path,
-        images: BTreeMap<String, Image>,
-        store: Store,
-        ready_timeout: Duration,
-    ) -> std::io::Result<Self> {
+    pub fn new(settings: &Settings, store: Store) -> std::io::Result<Self> {
         // Absolute, since sandboxes run with their work directory as cwd.
-        let root = std::fs::canonicalize(data_dir)?.join("sandboxes");
+        let root = std::fs::canonicalize(&settings.data_dir)?.join("sandboxes");
         std::fs::create_dir_all(&root)?;
-        let exe = std::env::current_exe()?;
+        let fallback = if settings.sandbox.fallback_command.is_empty() {
+            let exe = std::env::current_exe()?;
+            vec![exe.display().to_string(), "sandbox".into(), "echo".into()]
+        } else {
+            settings.sandbox.fallback_command.clone()
+        };
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -73,25 +99,27 @@ impl LocalPlane {
             .map_err(std::io::Error::other)?;
         Ok(Self {
             root,
-            exe,
-            images,
+            fallback,
+            images: settings.images.clone(),
             store,
-            ready_timeout,
+            ready_timeout: Duration::from_secs(settings.sandbox.ready_timeout_seconds),
             client,
-            locks: Mutex::new(HashMap::new()),
+            locks: Locks::default(),
+            released: tokio::sync::watch::Sender::new(false),
         })
     }
 
     /// Serializes operations on one sandbox (concurrent ensures create it once).
     async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(locks.entry(name.to_owned()).or_default())
-        };
-        m.lock_owned().await
+        lock_of(&self.locks, name).lock_owned().await
+    }
+
+    /// The sandbox's lock if nothing holds it now.
+    fn try_lock(
+        &self,
+        name: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, tokio::sync::TryLockError> {
+        lock_of(&self.locks, name).try_lock_owned()
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -112,6 +140,11 @@ impl LocalPlane {
             .map_err(unavailable)
     }
 
+    /// Stops supervising (the host is stopping); the sandboxes keep running.
+    pub fn release(&self) {
+        let _ = self.released.send(true);
+    }
+
     /// Adopts or restarts every sandbox the store says is running or paused.
     pub async fn adopt(self: &Arc<Self>) -> Result<(), PlaneError> {
         let rows = self.store.sandboxes().await.map_err(unavailable)?;
@@ -124,11 +157,9 @@ impl LocalPlane {
                 tracing::info!(sandbox = %row.name, pid = row.pid, state = %row.state, "adopted sandbox");
                 continue;
             }
-            let template: SandboxTemplate = match hookgate_core::config::Action::from_json(
-                &serde_json::json!({"action_type": "ensure_sandbox", "template": row.template}),
-            ) {
-                Ok(hookgate_core::config::Action::EnsureSandbox { template }) => template,
-                _ => {
+            let template = match template_of(&row) {
+                Some(template) => template,
+                None => {
                     row.state = "failed".into();
                     row.exit_status = Some("its stored template no longer reads".into());
                     row.updated_at = ids::now_millis();
@@ -144,16 +175,19 @@ impl LocalPlane {
             tracing::info!(sandbox = %row.name, "sandbox process gone after a restart; starting it again");
             let ports = row.ports.clone();
             match self.spawn(&row.name, &template, ports).await {
-                Ok(pid) => {
-                    row.pid = Some(pid);
+                Ok(spawned) => {
+                    row.pid = Some(spawned.pid);
                     row.state = "running".into();
                     row.updated_at = ids::now_millis();
-                    self.save(
+                    let name = row.name.clone();
+                    self.save_then_supervise(
                         row,
                         "restarted",
                         "started again after a host restart".into(),
+                        spawned,
                     )
                     .await?;
+                    tracing::info!(sandbox = %name, "sandbox restarted");
                 }
                 Err(e) => {
                     tracing::warn!(sandbox = %row.name, error = %e, "restarting a sandbox failed")
@@ -163,21 +197,63 @@ impl LocalPlane {
         Ok(())
     }
 
-    /// Marks sandboxes whose process group vanished (adopted ones have no waiter).
+    /// Runs lifecycle timers and marks sandboxes whose process group vanished
+    /// (adopted ones have no waiter). A sandbox busy with an operation is left
+    /// for the next sweep: it is active anyway.
     pub async fn sweep(&self) {
         let Ok(rows) = self.store.sandboxes().await else {
             return;
         };
-        for mut row in rows {
-            if (row.state == "running" || row.state == "paused")
-                && row.pid.is_some_and(|p| !alive(p))
-            {
-                let _guard = self.lock(&row.name).await;
+        let now = ids::now_millis();
+        for row in rows {
+            if row.state != "running" && row.state != "paused" {
+                continue;
+            }
+            let Ok(_guard) = self.try_lock(&row.name) else {
+                continue;
+            };
+            // Re-read under the lock: the listing may be stale.
+            let Ok(Some(mut row)) = self.row(&row.name).await else {
+                continue;
+            };
+            if row.state != "running" && row.state != "paused" {
+                continue;
+            }
+            if row.pid.is_some_and(|p| !alive(p)) {
                 row.state = "failed".into();
                 row.exit_status = Some("process group gone".into());
                 row.last_output = Some(tail(&self.dir(&row.name).join("output.log")));
-                row.updated_at = ids::now_millis();
+                row.updated_at = now;
                 let _ = self.save(row, "failed", "process group gone".into()).await;
+                continue;
+            }
+            let timers = Timers::of(&row);
+            let result = if timers.delete_at.is_some_and(|at| now >= at) {
+                let secs = template_of(&row)
+                    .and_then(|t| t.lifecycle)
+                    .and_then(|l| l.delete_after)
+                    .unwrap_or_default();
+                tracing::info!(sandbox = %row.name, "lifecycle.delete_after reached; deleting");
+                self.delete_locked(
+                    row,
+                    format!("lifecycle.delete_after: {secs} s since creation; process group killed, work directory removed"),
+                )
+                .await
+            } else if row.state == "running" && timers.pause_at.is_some_and(|at| now >= at) {
+                let idle = (now - row.last_activity_at) / 1000;
+                tracing::info!(sandbox = %row.name, idle_seconds = idle, "lifecycle.pause_after_idle reached; pausing");
+                self.signal_locked(
+                    row,
+                    Signal::SIGSTOP,
+                    "paused",
+                    format!("lifecycle.pause_after_idle: no delivery for {idle} s (process group SIGSTOP)"),
+                )
+                .await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "a lifecycle timer could not act; retrying at the next sweep");
             }
         }
     }
@@ -188,7 +264,7 @@ impl LocalPlane {
         name: &str,
         template: &SandboxTemplate,
         ports: BTreeMap<u16, u16>,
-    ) -> Result<i32, PlaneError> {
+    ) -> Result<Spawned, PlaneError> {
         let dir = self.dir(name);
         std::fs::create_dir_all(&dir).map_err(unavailable)?;
         let log = std::fs::OpenOptions::new()
@@ -203,15 +279,7 @@ impl LocalPlane {
                     image.workdir.clone().unwrap_or_else(|| dir.clone()),
                     image.env.clone(),
                 ),
-                None => (
-                    vec![
-                        self.exe.display().to_string(),
-                        "sandbox".into(),
-                        "echo".into(),
-                    ],
-                    dir.clone(),
-                    BTreeMap::new(),
-                ),
+                None => (self.fallback.clone(), dir.clone(), BTreeMap::new()),
             };
         // The shell applies the memory limit, then becomes the program.
         let limit = template.memory_mb.map_or_else(String::new, |mb| {
@@ -277,12 +345,37 @@ impl LocalPlane {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // Supervise: a sandbox that dies on its own is marked failed.
+        Ok(Spawned { pid, child })
+    }
+
+    /// Records a newly started sandbox, then watches it: one that dies on its
+    /// own is marked failed with its exit status and last output. (Recording
+    /// first means even an instant death finds its row.) If the record cannot be
+    /// written, the process is stopped rather than left untracked.
+    async fn save_then_supervise(
+        &self,
+        row: SandboxRow,
+        action: &str,
+        detail: String,
+        spawned: Spawned,
+    ) -> Result<(), PlaneError> {
+        let Spawned { pid, mut child } = spawned;
+        let name = row.name.clone();
+        if let Err(e) = self.save(row, action, detail).await {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(e);
+        }
         let store = self.store.clone();
-        let name = name.to_owned();
-        let log = dir.join("output.log");
+        let locks = Arc::clone(&self.locks);
+        let log = self.dir(&name).join("output.log");
+        let mut released = self.released.subscribe();
         tokio::spawn(async move {
-            let status = child.wait().await;
+            let status = tokio::select! {
+                status = child.wait() => status,
+                () = crate::stopped(&mut released) => return,
+            };
+            // Under the sandbox's lock: an operation in flight saves its row last.
+            let _guard = lock_of(&locks, &name).lock_owned().await;
             let Ok(Some(mut row)) = store.sandbox(name.clone()).await else {
                 return;
             };
@@ -299,18 +392,32 @@ impl LocalPlane {
                 .put_sandbox(row, Some(("failed".into(), status)))
                 .await;
         });
-        Ok(pid)
+        Ok(())
     }
 
+    /// Pause or resume, from an action.
     async fn signal(
         &self,
         name: &SandboxName,
         signal: Signal,
         state: &str,
-        action: &str,
     ) -> Result<(), PlaneError> {
         let _guard = self.lock(name.as_str()).await;
-        let mut row = self.live_row(name).await?;
+        let row = self.live_row(name).await?;
+        let detail = format!("process group {}", signal.as_str());
+        self.signal_locked(row, signal, state, detail).await
+    }
+
+    /// Signals the group and records the new state; the caller holds the lock.
+    /// Resuming counts as activity, so the idle timer starts again.
+    async fn signal_locked(
+        &self,
+        mut row: SandboxRow,
+        signal: Signal,
+        state: &str,
+        detail: String,
+    ) -> Result<(), PlaneError> {
+        let name = row.name.clone();
         if row.state == "failed" {
             return Err(PlaneError::Rejected(format!(
                 "sandbox {name} has failed: {}",
@@ -322,16 +429,33 @@ impl LocalPlane {
                 .map_err(|e| unavailable(format!("signalling sandbox {name}: {e}")))?;
         }
         if row.state != state {
+            let now = ids::now_millis();
             row.state = state.to_owned();
-            row.updated_at = ids::now_millis();
-            self.save(
-                row,
-                action,
-                format!("{action} (process group {})", signal.as_str()),
-            )
-            .await?;
+            row.updated_at = now;
+            if state == "running" {
+                row.last_activity_at = now;
+            }
+            self.save(row, state, detail).await?;
         }
         Ok(())
+    }
+
+    /// Kills the group and removes the work directory; the caller holds the lock.
+    async fn delete_locked(&self, mut row: SandboxRow, detail: String) -> Result<(), PlaneError> {
+        let pid = row.pid;
+        let dir = self.dir(&row.name);
+        // Recorded first, so the supervisor sees a deliberate end, not a failure.
+        row.state = "deleted".into();
+        row.updated_at = ids::now_millis();
+        self.save(row, "deleted", detail).await?;
+        if let Some(pid) = pid {
+            // SIGKILL ends a stopped (paused) group too.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(unavailable(e)),
+            _ => Ok(()),
+        }
     }
 
     async fn live_row(&self, name: &SandboxName) -> Result<SandboxRow, PlaneError> {
@@ -363,6 +487,83 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
+/// The template a sandbox was created from, as stored.
+fn template_of(row: &SandboxRow) -> Option<SandboxTemplate> {
+    SandboxTemplate::from_json(&row.template).ok()
+}
+
+/// When a sandbox's lifecycle timers fire (epoch milliseconds).
+#[derive(Debug, Default)]
+struct Timers {
+    pause_at: Option<i64>,
+    delete_at: Option<i64>,
+}
+
+impl Timers {
+    fn of(row: &SandboxRow) -> Self {
+        let Some(lifecycle) = template_of(row).and_then(|t| t.lifecycle) else {
+            return Self::default();
+        };
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Self {
+            pause_at: lifecycle
+                .pause_after_idle
+                .map(|s| row.last_activity_at.saturating_add(ms(s))),
+            delete_at: lifecycle
+                .delete_after
+                .map(|s| row.created_at.saturating_add(ms(s))),
+        }
+    }
+}
+
+fn state_of(row: &SandboxRow) -> SandboxState {
+    match row.state.as_str() {
+        "running" => SandboxState::Running,
+        "paused" => SandboxState::Paused,
+        "deleted" => SandboxState::Deleted,
+        _ => SandboxState::Failed,
+    }
+}
+
+/// The API's view of a stored sandbox.
+fn info(row: &SandboxRow, events: Vec<(i64, String, String)>) -> SandboxInfo {
+    let live = row.state == "running" || row.state == "paused";
+    let timers = if live {
+        Timers::of(row)
+    } else {
+        Timers::default()
+    };
+    SandboxInfo {
+        name: row.name.clone(),
+        state: state_of(row),
+        image: row.image.clone(),
+        ports: row
+            .ports
+            .iter()
+            .map(|(inner, host)| (inner.to_string(), *host))
+            .collect(),
+        pid: row.pid.filter(|_| live),
+        created_at: ids::rfc3339(row.created_at),
+        last_activity_at: ids::rfc3339(row.last_activity_at),
+        updated_at: ids::rfc3339(row.updated_at),
+        pause_at: timers
+            .pause_at
+            .filter(|_| row.state == "running")
+            .map(ids::rfc3339),
+        delete_at: timers.delete_at.map(ids::rfc3339),
+        exit_status: row.exit_status.clone(),
+        last_output: row.last_output.clone(),
+        recent_actions: events
+            .into_iter()
+            .map(|(at, action, detail)| SandboxEvent {
+                at: ids::rfc3339(at),
+                action,
+                detail,
+            })
+            .collect(),
+    }
+}
+
 /// A free loopback port (bound and released; the sandbox binds it next).
 fn free_port() -> Result<u16, PlaneError> {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -388,7 +589,7 @@ impl SandboxPlane for LocalPlane {
             for inner in &template.ports {
                 ports.insert(*inner, free_port()?);
             }
-            let pid = self.spawn(name.as_str(), template, ports.clone()).await?;
+            let spawned = self.spawn(name.as_str(), template, ports.clone()).await?;
             let now = ids::now_millis();
             let shown: Vec<String> = ports.iter().map(|(i, h)| format!("{i}→{h}")).collect();
             let row = SandboxRow {
@@ -397,17 +598,18 @@ impl SandboxPlane for LocalPlane {
                 image: template.image.clone(),
                 template: serde_json::to_value(template).unwrap_or_default(),
                 ports,
-                pid: Some(pid),
+                pid: Some(spawned.pid),
                 created_at: now,
                 last_activity_at: now,
                 exit_status: None,
                 last_output: None,
                 updated_at: now,
             };
-            self.save(
+            self.save_then_supervise(
                 row,
                 "created",
                 format!("image {}, ports {}", template.image, shown.join(", ")),
+                spawned,
             )
             .await?;
             Ok(Ensured::Created)
@@ -415,53 +617,44 @@ impl SandboxPlane for LocalPlane {
     }
 
     fn resume<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
-        Box::pin(self.signal(name, Signal::SIGCONT, "running", "resumed"))
+        Box::pin(self.signal(name, Signal::SIGCONT, "running"))
     }
 
     fn pause<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
-        Box::pin(self.signal(name, Signal::SIGSTOP, "paused", "paused"))
+        Box::pin(self.signal(name, Signal::SIGSTOP, "paused"))
     }
 
     fn delete<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
         Box::pin(async move {
             let _guard = self.lock(name.as_str()).await;
-            let Some(mut row) = self.row(name.as_str()).await? else {
-                return Ok(());
-            };
-            if row.state == "deleted" {
-                return Ok(());
-            }
-            let pid = row.pid;
-            // Recorded first, so the supervisor sees a deliberate end, not a failure.
-            row.state = "deleted".into();
-            row.updated_at = ids::now_millis();
-            self.save(
-                row,
-                "deleted",
-                "process group killed, work directory removed".into(),
-            )
-            .await?;
-            if let Some(pid) = pid {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            match std::fs::remove_dir_all(self.dir(name.as_str())) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(unavailable(e)),
+            match self.row(name.as_str()).await? {
+                Some(row) if row.state != "deleted" => {
+                    self.delete_locked(row, "process group killed, work directory removed".into())
+                        .await
+                }
                 _ => Ok(()),
             }
         })
     }
 
-    fn state<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxState>> {
+    fn inspect<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxInfo>> {
         Box::pin(async move {
-            Ok(self
-                .row(name.as_str())
-                .await?
-                .map(|r| match r.state.as_str() {
-                    "running" => SandboxState::Running,
-                    "paused" => SandboxState::Paused,
-                    "deleted" => SandboxState::Deleted,
-                    _ => SandboxState::Failed,
-                }))
+            let Some(row) = self.row(name.as_str()).await? else {
+                return Ok(None);
+            };
+            let events = self
+                .store
+                .sandbox_events(name.to_string())
+                .await
+                .map_err(unavailable)?;
+            Ok(Some(info(&row, events)))
+        })
+    }
+
+    fn list(&self) -> PlaneFuture<'_, Vec<SandboxInfo>> {
+        Box::pin(async move {
+            let rows = self.store.sandboxes().await.map_err(unavailable)?;
+            Ok(rows.iter().map(|r| info(r, Vec::new())).collect())
         })
     }
 
@@ -472,16 +665,32 @@ impl SandboxPlane for LocalPlane {
         request: Forward,
     ) -> PlaneFuture<'a, ForwardResponse> {
         Box::pin(async move {
-            let row = self.live_row(name).await?;
-            match row.state.as_str() {
-                "paused" => return Err(PlaneError::Paused(name.to_string())),
-                "failed" => {
-                    return Err(PlaneError::Rejected(format!(
-                        "sandbox {name} has failed ({})",
-                        row.exit_status.clone().unwrap_or_default()
-                    )));
+            let _guard = self.lock(name.as_str()).await;
+            let mut row = self.live_row(name).await?;
+            let mut resumed = false;
+            if row.state == "paused" {
+                let wakes = template_of(&row)
+                    .and_then(|t| t.lifecycle)
+                    .is_some_and(|l| l.auto_resume == AutoResume::OnActivity);
+                if !wakes {
+                    return Err(PlaneError::Paused(name.to_string()));
                 }
-                _ => {}
+                self.signal_locked(
+                    row,
+                    Signal::SIGCONT,
+                    "running",
+                    "lifecycle.auto_resume on_activity: a delivery arrived (process group SIGCONT)"
+                        .into(),
+                )
+                .await?;
+                row = self.live_row(name).await?;
+                resumed = true;
+            }
+            if row.state == "failed" {
+                return Err(PlaneError::Rejected(format!(
+                    "sandbox {name} has failed ({})",
+                    row.exit_status.clone().unwrap_or_default()
+                )));
             }
             let Some(host) = row.ports.get(&port).copied() else {
                 let known: Vec<String> = row.ports.keys().map(u16::to_string).collect();
@@ -495,7 +704,13 @@ impl SandboxPlane for LocalPlane {
                 )));
             };
             // Only ever the sandbox's own loopback port: the path is appended to a
-            // fixed origin, never parsed as a URL of its own.
+            // fixed origin, never parsed as a URL of its own, and must be a path.
+            if !request.path.starts_with('/') || request.path.starts_with("//") {
+                return Err(PlaneError::Rejected(format!(
+                    "forward path {:?} is not an absolute path",
+                    request.path
+                )));
+            }
             let url = format!("http://127.0.0.1:{host}{}", request.path);
             let method = reqwest::Method::from_bytes(request.method.as_bytes())
                 .unwrap_or(reqwest::Method::POST);
@@ -523,7 +738,11 @@ impl SandboxPlane for LocalPlane {
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             self.touch(row, format!("port {port} answered {status}"))
                 .await;
-            Ok(ForwardResponse { status, excerpt })
+            Ok(ForwardResponse {
+                status,
+                excerpt,
+                resumed,
+            })
         })
     }
 
@@ -534,6 +753,7 @@ impl SandboxPlane for LocalPlane {
         timeout: Duration,
     ) -> PlaneFuture<'a, ExecOutput> {
         Box::pin(async move {
+            let _guard = self.lock(name.as_str()).await;
             let row = self.live_row(name).await?;
             if row.state != "running" {
                 return Err(PlaneError::Rejected(format!(

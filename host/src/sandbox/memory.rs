@@ -10,9 +10,10 @@ use hookgate_core::SandboxName;
 use hookgate_core::config::SandboxTemplate;
 
 use super::{
-    Ensured, ExecOutput, Forward, ForwardResponse, PlaneError, PlaneFuture, SandboxPlane,
-    SandboxState,
+    Ensured, ExecOutput, Forward, ForwardResponse, PlaneError, PlaneFuture, SandboxInfo,
+    SandboxPlane, SandboxState,
 };
+use crate::ids;
 
 /// One call the plane received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +48,16 @@ pub enum Fault {
     Status { times: u32, status: u16 },
 }
 
+#[derive(Debug, Clone)]
+struct Record {
+    state: SandboxState,
+    image: String,
+    created_at: i64,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    sandboxes: HashMap<String, SandboxState>,
+    sandboxes: HashMap<String, Record>,
     calls: Vec<Call>,
     faults: Vec<Fault>,
 }
@@ -77,7 +85,7 @@ impl MemoryPlane {
     }
 
     pub fn sandbox_state(&self, name: &str) -> Option<SandboxState> {
-        self.lock().sandboxes.get(name).copied()
+        self.lock().sandboxes.get(name).map(|r| r.state)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -142,10 +150,29 @@ impl MemoryPlane {
     }
 }
 
-fn live(state: &State, name: &str) -> Result<SandboxState, PlaneError> {
-    match state.sandboxes.get(name) {
-        None | Some(SandboxState::Deleted) => Err(PlaneError::NotFound(name.to_owned())),
-        Some(s) => Ok(*s),
+fn live<'s>(state: &'s mut State, name: &str) -> Result<&'s mut Record, PlaneError> {
+    match state.sandboxes.get_mut(name) {
+        Some(r) if r.state != SandboxState::Deleted => Ok(r),
+        _ => Err(PlaneError::NotFound(name.to_owned())),
+    }
+}
+
+fn info(name: &str, r: &Record) -> SandboxInfo {
+    let created = ids::rfc3339(r.created_at);
+    SandboxInfo {
+        name: name.to_owned(),
+        state: r.state,
+        image: r.image.clone(),
+        ports: std::collections::BTreeMap::new(),
+        pid: None,
+        created_at: created.clone(),
+        last_activity_at: created.clone(),
+        updated_at: created,
+        pause_at: None,
+        delete_at: None,
+        exit_status: None,
+        last_output: None,
+        recent_actions: Vec::new(),
     }
 }
 
@@ -153,48 +180,64 @@ impl SandboxPlane for MemoryPlane {
     fn ensure<'a>(
         &'a self,
         name: &'a SandboxName,
-        _template: &'a SandboxTemplate,
+        template: &'a SandboxTemplate,
     ) -> PlaneFuture<'a, Ensured> {
         Box::pin(self.op("ensure", Call::Ensure(name.to_string()), move |s| {
-            match s.sandboxes.get(name.as_str()) {
-                Some(SandboxState::Running | SandboxState::Paused | SandboxState::Failed) => {
-                    Ok(Ensured::Existed)
-                }
-                _ => {
-                    s.sandboxes.insert(name.to_string(), SandboxState::Running);
-                    Ok(Ensured::Created)
-                }
+            if live(s, name.as_str()).is_ok() {
+                return Ok(Ensured::Existed);
             }
+            s.sandboxes.insert(
+                name.to_string(),
+                Record {
+                    state: SandboxState::Running,
+                    image: template.image.clone(),
+                    created_at: ids::now_millis(),
+                },
+            );
+            Ok(Ensured::Created)
         }))
     }
 
     fn resume<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
         Box::pin(self.op("resume", Call::Resume(name.to_string()), move |s| {
-            live(s, name.as_str())?;
-            s.sandboxes.insert(name.to_string(), SandboxState::Running);
+            live(s, name.as_str())?.state = SandboxState::Running;
             Ok(())
         }))
     }
 
     fn pause<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
         Box::pin(self.op("pause", Call::Pause(name.to_string()), move |s| {
-            live(s, name.as_str())?;
-            s.sandboxes.insert(name.to_string(), SandboxState::Paused);
+            live(s, name.as_str())?.state = SandboxState::Paused;
             Ok(())
         }))
     }
 
     fn delete<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
         Box::pin(self.op("delete", Call::Delete(name.to_string()), move |s| {
-            if s.sandboxes.contains_key(name.as_str()) {
-                s.sandboxes.insert(name.to_string(), SandboxState::Deleted);
+            if let Some(r) = s.sandboxes.get_mut(name.as_str()) {
+                r.state = SandboxState::Deleted;
             }
             Ok(())
         }))
     }
 
-    fn state<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxState>> {
-        Box::pin(async move { Ok(self.lock().sandboxes.get(name.as_str()).copied()) })
+    fn inspect<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxInfo>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .sandboxes
+                .get(name.as_str())
+                .map(|r| info(name.as_str(), r)))
+        })
+    }
+
+    fn list(&self) -> PlaneFuture<'_, Vec<SandboxInfo>> {
+        Box::pin(async move {
+            let s = self.lock();
+            let mut all: Vec<SandboxInfo> = s.sandboxes.iter().map(|(n, r)| info(n, r)).collect();
+            all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.name.cmp(&b.name)));
+            Ok(all)
+        })
     }
 
     fn deliver<'a>(
@@ -230,7 +273,7 @@ impl SandboxPlane for MemoryPlane {
             if let Some(e) = error {
                 return Err(e);
             }
-            match live(&s, name.as_str())? {
+            match live(&mut s, name.as_str())?.state {
                 SandboxState::Paused => return Err(PlaneError::Paused(name.to_string())),
                 SandboxState::Failed => {
                     return Err(PlaneError::Rejected(format!("sandbox {name} has failed")));
@@ -241,6 +284,7 @@ impl SandboxPlane for MemoryPlane {
             Ok(ForwardResponse {
                 status,
                 excerpt: String::new(),
+                resumed: false,
             })
         })
     }

@@ -5,36 +5,92 @@
 //! deliver a request to one of the sandbox's ports, and run a script. Errors say
 //! whether trying again later can help ([`PlaneError::retryable`]): the runner
 //! retries those with backoff and fails the delivery on the rest.
+//!
+//! Two planes are real: [`local`] runs sandboxes as process groups on this
+//! machine, and [`http`] drives the plane of another hookgate host through its
+//! `/v1/sandboxes` API (whose server side is also in [`http`]). [`memory`] records
+//! calls and injects faults for the runner's tests.
 
 pub mod echo;
+pub mod http;
 pub mod local;
 pub mod memory;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use hookgate_core::SandboxName;
 use hookgate_core::config::SandboxTemplate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;
 
 /// What `ensure` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ensured {
     Created,
     Existed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     Running,
     Paused,
     Deleted,
     Failed,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Deleted => "deleted",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A sandbox as `GET /v1/sandboxes/{name}` shows it (the same on every plane,
+/// and the HTTP plane's wire format). Times are RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub name: String,
+    pub state: SandboxState,
+    pub image: String,
+    /// Sandbox port → the loopback port it is reachable on (local plane).
+    pub ports: BTreeMap<String, u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub created_at: String,
+    pub last_activity_at: String,
+    pub updated_at: String,
+    /// When `lifecycle.pause_after_idle` will pause it, if nothing arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_at: Option<String>,
+    /// When `lifecycle.delete_after` will delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<String>,
+    #[serde(default)]
+    pub exit_status: Option<String>,
+    /// The last lines the sandbox printed, kept when it failed.
+    #[serde(default)]
+    pub last_output: Option<String>,
+    /// Newest first; only in the single-sandbox view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_actions: Vec<SandboxEvent>,
+}
+
+/// Something done to a sandbox, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxEvent {
+    pub at: String,
+    pub action: String,
+    pub detail: String,
 }
 
 /// A request forwarded into a sandbox.
@@ -54,6 +110,8 @@ pub struct ForwardResponse {
     pub status: u16,
     /// The start of the response body, for the trace.
     pub excerpt: String,
+    /// The sandbox was paused and its `lifecycle.auto_resume` woke it first.
+    pub resumed: bool,
 }
 
 /// A script's outcome.
@@ -96,7 +154,13 @@ pub trait SandboxPlane: Send + Sync + 'static {
     fn resume<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
     fn pause<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
     fn delete<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()>;
-    fn state<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxState>>;
+    /// One sandbox with its recent actions; `None` if the plane never had it.
+    fn inspect<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, Option<SandboxInfo>>;
+    /// Every sandbox the plane knows, deleted ones included, newest first.
+    fn list(&self) -> PlaneFuture<'_, Vec<SandboxInfo>>;
+    /// Forwards a request to one of the sandbox's own ports. A paused sandbox
+    /// answers [`PlaneError::Paused`] unless its `lifecycle.auto_resume` is
+    /// `on_activity`, in which case it is resumed first.
     fn deliver<'a>(
         &'a self,
         name: &'a SandboxName,
