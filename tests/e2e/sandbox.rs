@@ -523,3 +523,99 @@ async fn the_plane_api_checks_its_input() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["state"], "deleted");
 }
+
+#[tokio::test]
+async fn envelopes_carry_bytes_and_metadata_and_credentials_stay_behind() {
+    let t = TestHost::start_configured("", &[]).await;
+    let mut r = github_receiver();
+    r["target"] = json!({"target_type": "fixed_sandbox_name", "sandbox_name": "env-box"});
+    r["rules"] = json!([{"actions": [
+        {"action_type": "ensure_sandbox", "template": {"image": "echo", "ports": [3000, 4000]}},
+        {"action_type": "deliver_to_port", "port": 3000, "payload": "envelope", "path": "/in?x=1"},
+        {"action_type": "deliver_to_port", "port": 4000,
+         "forward_headers": ["X-Hub-Signature-256"]}
+    ]}]);
+    let receiver = t.create(r).await;
+    // Not UTF-8, not JSON: the signature still covers the raw bytes.
+    let raw = vec![0xff, 0xfe, 0x00, b'a', 0x80];
+    let d = send(&t, &receiver, "gh-bin", raw.clone()).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    let (_, s) = sandbox(&t, "env-box").await;
+
+    // One echo process serves both ports and says which one each request hit.
+    let port = s["ports"]["3000"].as_u64().unwrap();
+    let records = echo_records(&t, port).await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["port"], 3000);
+    assert_eq!(records[0]["path"], "/in?x=1");
+    assert_eq!(
+        header(&records[0], "content-type"),
+        Some("application/json")
+    );
+    let envelope: Value = serde_json::from_slice(&body_of(&records[0])).unwrap();
+    assert_eq!(envelope["delivery_id"], d["id"]);
+    assert_eq!(envelope["sandbox"], "env-box");
+    assert_eq!(envelope["body"]["encoding"], "base64");
+    let data = envelope["body"]["data"].as_str().unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+        raw
+    );
+    let names: Vec<&str> = envelope["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("x-github-delivery")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case("x-hub-signature-256")),
+        "{names:?}"
+    );
+
+    // The second action asked for the signature header and gets it, bytes as sent.
+    assert_eq!(records[1]["port"], 4000);
+    assert_eq!(records[1]["path"], "/");
+    assert_eq!(body_of(&records[1]), raw);
+    assert_eq!(
+        header(&records[1], "x-hub-signature-256"),
+        Some(crate::support::github_signature(&raw).as_str())
+    );
+}
+
+#[tokio::test]
+async fn concurrent_ensures_create_one_sandbox() {
+    let t = TestHost::start_configured("", &[]).await;
+    let body = json!({"name": "busy", "template": {"image": "echo", "ports": [3000]}});
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let request = t
+            .client
+            .post(t.url("/v1/sandboxes"))
+            .bearer_auth(&t.host.admin_token)
+            .json(&body);
+        calls.spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        });
+    }
+    let answers = calls.join_all().await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let existed = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, existed), (1, 9), "{answers:?}");
+    let pids: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .map(|(_, b)| b["data"]["sandbox"]["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "every answer names the one process");
+}

@@ -2,8 +2,8 @@
 //! image maps to no command, so delivery can be seen working on a fresh machine.
 //!
 //! It listens on every port the plane gave it (`PORT`, `HOOKGATE_PORT_<n>`),
-//! answers 200 to anything, and appends each request (method, path, headers, body)
-//! as a JSON line to `echo-requests.jsonl` in its work directory. `GET
+//! answers 200 to anything, and appends each request (the sandbox port it came
+//! to, method, path, headers, body) as a JSON line to `echo-requests.jsonl` in its work directory. `GET
 //! /_echo/requests` lists them, oldest first, bodies base64.
 
 use std::net::SocketAddr;
@@ -34,12 +34,18 @@ struct Echo {
 pub async fn run() -> Result<()> {
     let dir =
         std::env::var_os("HOOKGATE_SANDBOX_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    let mut ports: Vec<u16> = std::env::vars()
-        .filter(|(k, _)| k == "PORT" || k.starts_with("HOOKGATE_PORT_"))
-        .filter_map(|(_, v)| v.parse().ok())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
+    // Listening port → the sandbox port it stands for (`HOOKGATE_PORT_3000` → 3000).
+    let mut ports: std::collections::BTreeMap<u16, u16> = std::collections::BTreeMap::new();
+    for (key, value) in std::env::vars() {
+        let Ok(listen) = value.parse::<u16>() else {
+            continue;
+        };
+        if let Some(inner) = key.strip_prefix("HOOKGATE_PORT_") {
+            ports.insert(listen, inner.parse().unwrap_or(listen));
+        } else if key == "PORT" {
+            ports.entry(listen).or_insert(listen);
+        }
+    }
     if ports.is_empty() {
         anyhow::bail!("no PORT or HOOKGATE_PORT_<n> set: nothing to listen on");
     }
@@ -52,12 +58,12 @@ pub async fn run() -> Result<()> {
         .fallback(record)
         .with_state(echo);
     let mut servers = tokio::task::JoinSet::new();
-    for port in ports {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for (listen, inner) in ports {
+        let addr = SocketAddr::from(([127, 0, 0, 1], listen));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(SandboxPort(inner)));
         servers.spawn(async move { axum::serve(listener, app).await });
     }
     eprintln!(
@@ -71,7 +77,15 @@ pub async fn run() -> Result<()> {
     Ok(())
 }
 
-async fn record(State(echo): State<Echo>, req: Request) -> Response {
+/// The sandbox port a listener stands for.
+#[derive(Debug, Clone, Copy)]
+struct SandboxPort(u16);
+
+async fn record(
+    State(echo): State<Echo>,
+    axum::Extension(SandboxPort(port)): axum::Extension<SandboxPort>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let body: Bytes = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(b) => b,
@@ -83,6 +97,7 @@ async fn record(State(echo): State<Echo>, req: Request) -> Response {
         .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
     let line = json!({
+        "port": port,
         "method": parts.method.as_str(),
         "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         "headers": headers,
