@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deliveries/{id}/replay", post(replay))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(crate::sandbox::http::routes())
+        .merge(crate::plugins::routes::routes())
 }
 
 /// Checks the admin token in constant time.
@@ -93,11 +94,35 @@ pub fn decode_row(row: &ReceiverRow) -> Result<Receiver, hookgate_core::Error> {
     Receiver::from_json_with_secrets(&row.config, &source)
 }
 
-fn check_installable(receiver: &Receiver) -> Result<(), ApiError> {
-    if let Some(plugin) = receiver.plugins().first() {
-        return Err(ApiError::InvalidConfig(format!(
-            "plugin {plugin:?} is not installed (POST /v1/plugins installs one)"
-        )));
+/// Every plugin a receiver names must be installed, and for the right world.
+fn check_installable(state: &AppState, receiver: &Receiver) -> Result<(), ApiError> {
+    use crate::plugins::World;
+    let wanted = receiver
+        .plugin_verifiers()
+        .into_iter()
+        .map(|p| (p.plugin.as_str(), World::Verifier, "auth"))
+        .chain(
+            receiver
+                .plugin_actions()
+                .into_iter()
+                .map(|p| (p.plugin.as_str(), World::Action, "rules")),
+        );
+    for (name, world, place) in wanted {
+        match state.plugins.get(name) {
+            None => {
+                return Err(ApiError::InvalidConfig(format!(
+                    "{place}: plugin {name:?} is not installed (POST /v1/plugins installs one)"
+                )));
+            }
+            Some(p) if p.world != world => {
+                return Err(ApiError::InvalidConfig(format!(
+                    "{place}: plugin {name:?} is {} plugin; {place} needs {} plugin",
+                    p.world.with_article(),
+                    world.with_article()
+                )));
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }
@@ -140,7 +165,7 @@ async fn create(
     let value = body(json)?;
     let receiver =
         Receiver::from_json(&value).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
-    check_installable(&receiver)?;
+    check_installable(&state, &receiver)?;
     let now = ids::now_millis();
     let row = row_from(ids::receiver_id(), &receiver, now, now);
     state.store.put_receiver(row.clone()).await?;
@@ -234,7 +259,7 @@ async fn update(
     };
     let receiver = Receiver::from_json_with_secrets(&config, &source)
         .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
-    check_installable(&receiver)?;
+    check_installable(&state, &receiver)?;
     let row = row_from(old.id.clone(), &receiver, old.created_at, ids::now_millis());
     state.store.put_receiver(row.clone()).await?;
     state.refresh_receiver(&row);

@@ -47,6 +47,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The plane the runner drives, also served at `/v1/sandboxes`.
     pub plane: Arc<dyn crate::sandbox::SandboxPlane>,
+    pub plugins: Arc<crate::plugins::Plugins>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -43,6 +43,11 @@ pub enum ApiError {
     /// A sandbox operation needs a running sandbox and this one is paused.
     #[error("{0}")]
     SandboxPaused(String),
+    /// An uploaded component is not a plugin this host can run.
+    #[error("{0}")]
+    InvalidPlugin(String),
+    #[error("{0}")]
+    PluginInUse(String),
     /// The sandbox plane refuses the operation, and would again.
     #[error("{0}")]
     SandboxRejected(String),
@@ -74,6 +79,8 @@ impl ApiError {
             Self::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::SandboxPaused(_) => (StatusCode::CONFLICT, "sandbox_paused"),
+            Self::InvalidPlugin(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin"),
+            Self::PluginInUse(_) => (StatusCode::CONFLICT, "plugin_in_use"),
             Self::SandboxRejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "sandbox_rejected"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -28,10 +28,15 @@ use crate::error::{ApiError, ok};
 use crate::ids;
 use crate::store::{DeliveryRow, PlannedAction, StoredRequest};
 
-/// What core may ask of the host while verifying.
+/// What core may ask of the host while verifying. Plugin verdicts are computed
+/// before core runs (plugins run off the async runtime), keyed by plugin name and
+/// config text.
 struct HostEnv {
     keys: std::collections::HashMap<String, Arc<Jwks>>,
+    plugin_verdicts: PluginVerdicts,
 }
+
+type PluginVerdicts = std::collections::HashMap<(String, String), Result<String, String>>;
 
 impl Env for HostEnv {
     fn jwks(&self, url: &str) -> Option<&Jwks> {
@@ -43,8 +48,42 @@ impl Env for HostEnv {
         plugin: &PluginAuth,
         _request: &CoreRequest<'_>,
     ) -> Result<String, String> {
-        Err(format!("plugin {} is not installed", plugin.plugin))
+        self.plugin_verdicts
+            .get(&(plugin.plugin.clone(), plugin.config.to_string()))
+            .cloned()
+            .unwrap_or_else(|| Err("was not run".to_owned()))
     }
+}
+
+/// Runs every plugin verifier of a receiver on a blocking thread (wasmtime's
+/// WASI glue blocks) and returns their verdicts for [`HostEnv`].
+async fn run_plugin_verifiers(
+    state: &AppState,
+    live: &LiveReceiver,
+    wire: crate::plugins::WireRequest,
+) -> Result<PluginVerdicts, ApiError> {
+    let mut jobs: Vec<(String, String)> = live
+        .config
+        .plugin_verifiers()
+        .iter()
+        .map(|p| (p.plugin.clone(), p.config.to_string()))
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    if jobs.is_empty() {
+        return Ok(PluginVerdicts::new());
+    }
+    let plugins = Arc::clone(&state.plugins);
+    tokio::task::spawn_blocking(move || {
+        jobs.into_iter()
+            .map(|(name, config)| {
+                let verdict = plugins.verify(&name, &wire, &config);
+                ((name, config), verdict)
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("running plugin verifiers: {e}")))
 }
 
 pub async fn receive(
@@ -118,7 +157,8 @@ async fn receive_inner(
             "body of {len} bytes is over this receiver's {max_body}-byte limit"
         )));
     }
-    let remote = remote_addr(&req).map(|a| a.ip());
+    let remote_socket = remote_addr(&req);
+    let remote = remote_socket.map(|a| a.ip());
     let (parts, body) = req.into_parts();
     let limited =
         http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
@@ -156,6 +196,26 @@ async fn receive_inner(
         received_at: received_at / 1000,
     };
 
+    let plugin_verdicts = if live.config.plugin_verifiers().is_empty() {
+        PluginVerdicts::new()
+    } else {
+        run_plugin_verifiers(
+            state,
+            &live,
+            crate::plugins::WireRequest {
+                method: method.clone(),
+                url: url.clone(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                    .collect(),
+                body: body.clone(),
+                remote_addr: remote_socket.map(|a| a.to_string()),
+                received_at_ms: u64::try_from(received_at).unwrap_or(0),
+            },
+        )
+        .await?
+    };
     let urls = live.config.jwks_urls();
     let mut env = HostEnv {
         keys: if urls.is_empty() {
@@ -163,6 +223,7 @@ async fn receive_inner(
         } else {
             state.keys.get(&urls, false).await
         },
+        plugin_verdicts,
     };
     let mut eval = hookgate_core::evaluate(&live.config, request, &env);
     if matches!(&eval.auth, Err(f) if f.kind == FailureKind::UnknownKey) && !urls.is_empty() {

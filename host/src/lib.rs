@@ -14,6 +14,7 @@ pub mod error;
 pub mod ids;
 pub mod ingest;
 pub mod jwks;
+pub mod plugins;
 pub mod runner;
 pub mod sandbox;
 pub mod settings;
@@ -132,7 +133,17 @@ impl Host {
                 (local.clone() as Arc<dyn SandboxPlane>, Some(local))
             }
         };
-        let runner = runner::Runner::new(store.clone(), plane.clone(), settings.runner.clone());
+        let plugins = Arc::new(
+            plugins::Plugins::new(&settings.plugins, &settings.data_dir.join("plugin-cache"))
+                .context("starting the plugin runtime")?,
+        );
+        load_plugins(&plugins, &store, &settings).await?;
+        let runner = runner::Runner::new(
+            store.clone(),
+            plane.clone(),
+            Arc::clone(&plugins),
+            settings.runner.clone(),
+        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
@@ -150,6 +161,7 @@ impl Host {
             dedupe: dedupe::Dedupe::default(),
             metrics: app::metrics_handle(),
             plane,
+            plugins,
         };
         for row in store.live_receivers().await? {
             state.refresh_receiver(&row);
@@ -211,6 +223,70 @@ impl Host {
     pub async fn wait(self) -> Result<()> {
         self.task.await.context("the server task panicked")?
     }
+}
+
+/// Installs the uploaded plugins, then those in `plugins.dir` (which win on a name
+/// clash). Uploaded ones were checked when they came in; one that no longer
+/// compiles (say, after a contract change) is logged and skipped. One in the
+/// directory is configuration: if it does not load, start-up stops and says why.
+async fn load_plugins(
+    plugins: &Arc<plugins::Plugins>,
+    store: &Store,
+    settings: &Settings,
+) -> Result<()> {
+    let mut sources: Vec<(String, Vec<u8>, plugins::Limits, Option<String>)> = Vec::new();
+    for row in store.plugins().await? {
+        let limits = plugins::Limits {
+            timeout_ms: row.timeout_ms,
+            memory_mb: row.memory_mb,
+        };
+        sources.push((row.name, row.component, limits, None));
+    }
+    if !settings.plugins.dir.is_empty() {
+        let dir = Path::new(&settings.plugins.dir);
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading plugins.dir {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "wasm") {
+                continue;
+            }
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            hookgate_core::config::check_plugin_name(&name).with_context(|| {
+                format!("{}: the file name is the plugin's name", path.display())
+            })?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            sources.push((
+                name,
+                bytes,
+                plugins.defaults(),
+                Some(path.display().to_string()),
+            ));
+        }
+    }
+    let plugins = Arc::clone(plugins);
+    tokio::task::spawn_blocking(move || {
+        for (name, bytes, limits, file) in sources {
+            match (plugins.compile(&name, &bytes, limits), file) {
+                (Ok(p), file) => {
+                    let from = file.as_deref().unwrap_or("the store");
+                    tracing::info!(plugin = %name, world = p.world.as_str(), from, "plugin loaded");
+                    plugins.install(p);
+                }
+                (Err(e), Some(file)) => anyhow::bail!("plugin {file}: {e}"),
+                (Err(e), None) => {
+                    tracing::error!(plugin = %name, error = %e, "uploaded plugin no longer loads; skipped");
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("loading plugins")?
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

@@ -58,6 +58,7 @@ impl std::fmt::Debug for Runner {
 struct Inner {
     store: Store,
     plane: Arc<dyn SandboxPlane>,
+    plugins: Arc<crate::plugins::Plugins>,
     settings: settings::Runner,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     tasks: Mutex<JoinSet<()>>,
@@ -81,12 +82,18 @@ impl From<PlaneError> for Failed {
 }
 
 impl Runner {
-    pub fn new(store: Store, plane: Arc<dyn SandboxPlane>, settings: settings::Runner) -> Self {
+    pub fn new(
+        store: Store,
+        plane: Arc<dyn SandboxPlane>,
+        plugins: Arc<crate::plugins::Plugins>,
+        settings: settings::Runner,
+    ) -> Self {
         let (stop, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
                 store,
                 plane,
+                plugins,
                 settings,
                 queues: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(JoinSet::new()),
@@ -439,11 +446,99 @@ async fn execute(
                 })
             }
         }
-        Action::Plugin(p) => Err(Failed {
+        Action::Plugin(p) => run_plugin(inner, p, sandbox, d).await,
+    }
+}
+
+/// How long a plugin's delivery to its sandbox may take.
+const PLUGIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs an action plugin on a blocking thread. Its `sandbox.deliver` import
+/// reaches only this delivery's sandbox, through the plane, with the same
+/// path rules and hookgate headers as `deliver_to_port`.
+async fn run_plugin(
+    inner: &Inner,
+    p: &hookgate_core::config::PluginAction,
+    sandbox: &SandboxName,
+    d: &DeliveryRow,
+) -> Result<String, Failed> {
+    use crate::plugins::{ActionCall, Outcome, WireRequest};
+    let call = ActionCall {
+        delivery_id: d.id.clone(),
+        receiver_id: d.receiver_id.clone(),
+        sandbox: sandbox.to_string(),
+        request: WireRequest {
+            method: d.method.clone(),
+            url: d.url.clone(),
+            headers: d.headers.clone(),
+            body: bytes::Bytes::from(d.body.clone()),
+            remote_addr: d.remote_addr.clone(),
+            received_at_ms: u64::try_from(d.received_at).unwrap_or(0),
+        },
+        config: p.config.to_string(),
+    };
+    let name = p.plugin.clone();
+    let plugins = Arc::clone(&inner.plugins);
+    let plane = Arc::clone(&inner.plane);
+    let target = sandbox.clone();
+    let identity = hookgate_headers(d);
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let deliver: crate::plugins::Deliver = Box::new(move |port, path, content_type, body| {
+            Action::from_json(
+                &json!({"action_type": "deliver_to_port", "port": port, "path": path}),
+            )
+            .map_err(|e| format!("sandbox.deliver: {e}"))?;
+            let mut headers = vec![("Content-Type".to_owned(), content_type.as_bytes().to_vec())];
+            headers.extend(identity.iter().cloned());
+            let forward = Forward {
+                method: "POST".to_owned(),
+                path: path.to_owned(),
+                headers,
+                body: body.into(),
+                timeout: PLUGIN_DELIVERY_TIMEOUT,
+            };
+            runtime
+                .block_on(plane.deliver(&target, port, forward))
+                .map(|r| (r.status, r.excerpt))
+                .map_err(|e| e.to_string())
+        });
+        plugins.run_action(&name, &call, deliver)
+    })
+    .await
+    .map_err(|e| Failed {
+        retryable: true,
+        message: format!("plugin {}: {e}", p.plugin),
+    })?;
+    match outcome {
+        Outcome::Success(m) => Ok(format!("plugin {}: {m}", p.plugin)),
+        Outcome::Retryable(m) => Err(Failed {
+            retryable: true,
+            message: format!("plugin {}: {m}", p.plugin),
+        }),
+        Outcome::Permanent(m) => Err(Failed {
             retryable: false,
-            message: format!("plugin {} is not installed", p.plugin),
+            message: format!("plugin {}: {m}", p.plugin),
         }),
     }
+}
+
+/// The headers that tell a sandbox which delivery a request belongs to.
+fn hookgate_headers(d: &DeliveryRow) -> Vec<(String, Vec<u8>)> {
+    let mut headers = vec![
+        (
+            "X-Hookgate-Delivery-Id".to_owned(),
+            d.id.clone().into_bytes(),
+        ),
+        (
+            "X-Hookgate-Receiver".to_owned(),
+            d.receiver_id.clone().into_bytes(),
+        ),
+    ];
+    if let Some(s) = &d.sandbox {
+        headers.push(("X-Hookgate-Sandbox".to_owned(), s.clone().into_bytes()));
+    }
+    headers
 }
 
 /// The request forwarded for a `deliver_to_port`: the original bytes and content
@@ -500,17 +595,7 @@ pub fn forward(d: &DeliveryRow, spec: &hookgate_core::config::DeliverToPort) -> 
             bytes::Bytes::from(envelope.to_string())
         }
     };
-    headers.push((
-        "X-Hookgate-Delivery-Id".to_owned(),
-        d.id.clone().into_bytes(),
-    ));
-    headers.push((
-        "X-Hookgate-Receiver".to_owned(),
-        d.receiver_id.clone().into_bytes(),
-    ));
-    if let Some(s) = &d.sandbox {
-        headers.push(("X-Hookgate-Sandbox".to_owned(), s.clone().into_bytes()));
-    }
+    headers.extend(hookgate_headers(d));
     Forward {
         method: "POST".to_owned(),
         path,

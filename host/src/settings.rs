@@ -29,7 +29,18 @@ pub struct Settings {
     pub log: Log,
     pub shutdown: Shutdown,
     pub sandbox: Sandbox,
+    pub plugins: Plugins,
     pub images: BTreeMap<String, Image>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plugins {
+    pub dir: String,
+    pub timeout_ms: u64,
+    pub memory_mb: u32,
+    pub max_memory_mb: u32,
+    pub max_concurrent: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +264,21 @@ impl Settings {
                     "plane = \"http\" needs the other host's admin token",
                 ));
             }
+        }
+        if !(1..=60_000).contains(&self.plugins.timeout_ms) {
+            return Err(bad("plugins.timeout_ms", "expected 1..60000"));
+        }
+        if !(1..=4096).contains(&self.plugins.max_memory_mb) {
+            return Err(bad("plugins.max_memory_mb", "expected 1..4096"));
+        }
+        if !(1..=self.plugins.max_memory_mb).contains(&self.plugins.memory_mb) {
+            return Err(bad(
+                "plugins.memory_mb",
+                "expected 1..plugins.max_memory_mb",
+            ));
+        }
+        if !(1..=10_000).contains(&self.plugins.max_concurrent) {
+            return Err(bad("plugins.max_concurrent", "expected 1..10000"));
         }
         if self.storage.max_batch == 0 {
             return Err(bad("storage.max_batch", "expected at least 1"));

@@ -147,6 +147,15 @@ CREATE TABLE IF NOT EXISTS sandbox_events (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sandbox_events_by_name ON sandbox_events (sandbox, at);
+CREATE TABLE IF NOT EXISTS plugins (
+    name         TEXT PRIMARY KEY,
+    world        TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    component    BLOB NOT NULL,
+    timeout_ms   INTEGER NOT NULL,
+    memory_mb    INTEGER NOT NULL,
+    installed_at INTEGER NOT NULL
+);
 "#;
 
 /// A sandbox as the local plane records it.
@@ -164,6 +173,18 @@ pub struct SandboxRow {
     pub exit_status: Option<String>,
     pub last_output: Option<String>,
     pub updated_at: i64,
+}
+
+/// An uploaded plugin: the component as sent, and its limits.
+#[derive(Debug, Clone)]
+pub struct PluginRow {
+    pub name: String,
+    pub world: String,
+    pub sha256: String,
+    pub component: Vec<u8>,
+    pub timeout_ms: u64,
+    pub memory_mb: u32,
+    pub installed_at: i64,
 }
 
 /// A receiver row. `config` holds secrets as `{"secret_ref": name}`.
@@ -627,6 +648,51 @@ impl Store {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    // ---- plugins --------------------------------------------------------------
+
+    pub async fn put_plugin(&self, row: PluginRow) -> Result<()> {
+        self.write(move |c| {
+            run(c,
+                "INSERT INTO plugins (name, world, sha256, component, timeout_ms, memory_mb, installed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET world = excluded.world, sha256 = excluded.sha256,
+                   component = excluded.component, timeout_ms = excluded.timeout_ms,
+                   memory_mb = excluded.memory_mb, installed_at = excluded.installed_at",
+                params![row.name, row.world, row.sha256, row.component, row.timeout_ms, row.memory_mb, row.installed_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_plugin(&self, name: String) -> Result<bool> {
+        self.write(move |c| Ok(run(c, "DELETE FROM plugins WHERE name = ?1", params![name])? > 0))
+            .await
+    }
+
+    /// Every uploaded plugin, by name.
+    pub async fn plugins(&self) -> Result<Vec<PluginRow>> {
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT name, world, sha256, component, timeout_ms, memory_mb, installed_at FROM plugins ORDER BY name",
+                [],
+                |r| {
+                    Ok(PluginRow {
+                        name: r.get(0)?,
+                        world: r.get(1)?,
+                        sha256: r.get(2)?,
+                        component: r.get(3)?,
+                        timeout_ms: r.get(4)?,
+                        memory_mb: r.get(5)?,
+                        installed_at: r.get(6)?,
+                    })
+                },
+            )
         })
         .await
     }

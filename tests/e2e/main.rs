@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod ingest;
 mod jwks;
+mod plugins;
 mod runner;
 mod sandbox;
 mod support;

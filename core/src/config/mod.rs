@@ -261,6 +261,29 @@ impl Receiver {
         out
     }
 
+    /// Every plugin verifier in the auth tree, in tree order.
+    pub fn plugin_verifiers(&self) -> Vec<&PluginAuth> {
+        let mut out = Vec::new();
+        self.auth.walk(&mut |auth| {
+            if let Auth::Plugin(p) = auth {
+                out.push(p);
+            }
+        });
+        out
+    }
+
+    /// Every plugin action of the rules, in rule order.
+    pub fn plugin_actions(&self) -> Vec<&PluginAction> {
+        self.rules
+            .iter()
+            .flat_map(|rule| &rule.actions)
+            .filter_map(|action| match action {
+                Action::Plugin(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every port a `deliver_to_port` of this receiver names, in first-use order:
     /// the ports a sandbox created for it must listen on.
     pub fn delivery_ports(&self) -> Vec<u16> {
@@ -348,6 +371,11 @@ impl Decode for Receiver {
 use source::non_blank;
 
 /// Plugin names are path- and URL-safe: `discord-ed25519`, `standard-webhooks-v1a`.
+/// Checks a plugin's name as receiver configs require it; errors name `name`.
+pub fn check_plugin_name(name: &str) -> Result<(), Error> {
+    plugin_name(name.to_owned(), &Path::default().key("name")).map(|_| ())
+}
+
 pub(crate) fn plugin_name(name: String, at: &Path) -> Result<String, Error> {
     let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())

@@ -1,0 +1,452 @@
+//! Plugins for real: the shipped components, built for wasm32-wasip2 by
+//! `tests/plugin-artifacts`, uploaded over the API and run in wasmtime, with
+//! signatures made the way Discord, Standard Webhooks and Telnyx make them.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use hookgate_plugin_artifacts as artifacts;
+use serde_json::{Value, json};
+
+use crate::support::TestHost;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn upload(t: &TestHost, name: &str, file: &str) -> (u16, Value) {
+    let bytes = std::fs::read(file).unwrap();
+    upload_bytes(t, name, bytes).await
+}
+
+async fn upload_bytes(t: &TestHost, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let resp = t
+        .client
+        .post(t.url(&format!("/v1/plugins?name={name}")))
+        .bearer_auth(&t.host.admin_token)
+        .header("Content-Type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// A receiver authenticated by `auth`, ensuring one sandbox per event.
+fn receiver(auth: Value) -> Value {
+    json!({
+        "name": "plugin-test",
+        "auth": auth,
+        "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "box"},
+        "rules": [{"actions": [{"action_type": "ensure_sandbox", "template": {"image": "echo"}}]}]
+    })
+}
+
+async fn post(
+    t: &TestHost,
+    receiver: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut req = t
+        .client
+        .post(t.url(&format!("/hooks/{receiver}")))
+        .header("Content-Type", "application/json")
+        .body(body.to_vec());
+    for (n, v) in headers {
+        req = req.header(*n, v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn error(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn discord_signatures_verify_in_a_plugin() {
+    let t = TestHost::start().await;
+    let (status, body) = upload(&t, "discord", artifacts::DISCORD_ED25519).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["world"], "verifier");
+    assert_eq!(body["data"]["contract"], "hookgate:plugin@0.1.0");
+    assert_eq!(body["data"]["timeout_ms"], 50);
+    let public = hex::encode(key().verifying_key().as_bytes());
+    let id = t
+        .create(receiver(json!({
+            "auth_type": "plugin", "plugin": "discord", "config": {"public_key": public}
+        })))
+        .await;
+
+    let body = br#"{"type":1,"id":"123"}"#;
+    let sign = |ts: u64, body: &[u8]| {
+        let mut message = ts.to_string().into_bytes();
+        message.extend_from_slice(body);
+        hex::encode(key().sign(&message).to_bytes())
+    };
+    let ts = now();
+    let headers = vec![
+        ("X-Signature-Ed25519", sign(ts, body)),
+        ("X-Signature-Timestamp", ts.to_string()),
+    ];
+    let (status, answer) = post(&t, &id, &headers, body).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivery = t
+        .delivery(answer["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert!(
+        delivery["trace"]
+            .to_string()
+            .contains("matched config.public_key"),
+        "{delivery}"
+    );
+
+    let (status, answer) = post(&t, &id, &headers, br#"{"type":2,"id":"123"}"#).await;
+    assert_eq!(status, 401, "tampered body: {answer}");
+    assert!(error(&answer).contains("did not match"), "{answer}");
+    let old = ts - 3600;
+    let stale = vec![
+        ("X-Signature-Ed25519", sign(old, body)),
+        ("X-Signature-Timestamp", old.to_string()),
+    ];
+    let (status, answer) = post(&t, &id, &stale, body).await;
+    assert_eq!(status, 401);
+    assert!(
+        error(&answer).contains("over the 300 s tolerance"),
+        "{answer}"
+    );
+    let (status, answer) = post(&t, &id, &headers[1..], body).await;
+    assert_eq!(status, 401);
+    assert!(
+        error(&answer).contains("missing header X-Signature-Ed25519"),
+        "{answer}"
+    );
+    assert!(
+        !error(&answer).contains(&headers[0].1),
+        "no signature in errors"
+    );
+}
+
+#[tokio::test]
+async fn plugins_work_inside_any_and_all() {
+    let t = TestHost::start().await;
+    upload(&t, "telnyx", artifacts::TELNYX_ED25519).await;
+    upload(&t, "swv1a", artifacts::STANDARD_WEBHOOKS_V1A).await;
+    let public = key().verifying_key();
+    let id = t
+        .create(receiver(json!({"auth_type": "any", "verifiers": [
+            {"auth_type": "plugin", "plugin": "telnyx",
+             "config": {"public_key": B64.encode(public.as_bytes())}},
+            {"auth_type": "all", "verifiers": [
+                {"auth_type": "plugin", "plugin": "swv1a",
+                 "config": {"public_keys": ["whpk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                                            format!("whpk_{}", B64.encode(public.as_bytes()))]}}
+            ]}
+        ]})))
+        .await;
+    let body = br#"{"data":{"event_type":"call.initiated"}}"#;
+    let ts = now().to_string();
+
+    // Telnyx: Ed25519 over "timestamp|body", base64.
+    let mut message = format!("{ts}|").into_bytes();
+    message.extend_from_slice(body);
+    let telnyx = vec![
+        (
+            "telnyx-signature-ed25519",
+            B64.encode(key().sign(&message).to_bytes()),
+        ),
+        ("telnyx-timestamp", ts.clone()),
+    ];
+    let (status, answer) = post(&t, &id, &telnyx, body).await;
+    assert_eq!(status, 202, "{answer}");
+
+    // Standard Webhooks v1a: Ed25519 over "id.timestamp.body", among other entries.
+    let mut message = format!("msg_1.{ts}.").into_bytes();
+    message.extend_from_slice(body);
+    let v1a = B64.encode(key().sign(&message).to_bytes());
+    let swh = vec![
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", ts.clone()),
+        ("webhook-signature", format!("v1,bm90IGl0 v1a,{v1a}")),
+    ];
+    let (status, answer) = post(&t, &id, &swh, body).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivery = t
+        .delivery(answer["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert!(
+        delivery["trace"]
+            .to_string()
+            .contains("v1a signature 1 in webhook-signature matched public key 1"),
+        "{delivery}"
+    );
+
+    // Neither: the 401 explains both branches.
+    let forged = vec![
+        ("webhook-id", "msg_2".to_owned()),
+        ("webhook-timestamp", ts),
+        ("webhook-signature", format!("v1a,{v1a}")),
+    ];
+    let (status, answer) = post(&t, &id, &forged, body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        error(&answer).contains("missing header telnyx-signature-ed25519"),
+        "{answer}"
+    );
+    assert!(
+        error(&answer).contains("none of the 1 v1a signatures"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn uploads_and_references_are_checked() {
+    let t = TestHost::start().await;
+    let (status, body) = upload_bytes(&t, "junk", b"not wasm at all".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["code"], "invalid_plugin");
+    assert!(
+        error(&body).starts_with("not a WebAssembly component"),
+        "{body}"
+    );
+    // A core module, not a component.
+    let (status, body) = upload_bytes(&t, "core", b"\0asm\x01\0\0\0".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = upload(&t, "Bad Name", artifacts::DISCORD_ED25519).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error(&body).starts_with("name: "), "{body}");
+    let (status, body) = t.api(reqwest::Method::GET, "/v1/plugins", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["plugins"], json!([]), "nothing half-installed");
+    assert_eq!(body["data"]["accepts"], json!(["hookgate:plugin@0.1.0"]));
+
+    // Receivers must name installed plugins of the right world.
+    let auth = json!({"auth_type": "plugin", "plugin": "discord", "config": {}});
+    let (status, body) = t
+        .api(
+            reqwest::Method::POST,
+            "/v1/webhooks/incoming",
+            Some(receiver(auth.clone())),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        error(&body).contains("plugin \"discord\" is not installed"),
+        "{body}"
+    );
+    upload(&t, "reshape", artifacts::RESHAPE_JSON).await;
+    let wrong = json!({"auth_type": "plugin", "plugin": "reshape", "config": {}});
+    let (status, body) = t
+        .api(
+            reqwest::Method::POST,
+            "/v1/webhooks/incoming",
+            Some(receiver(wrong)),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        error(&body).contains("is an action plugin; auth needs a verifier plugin"),
+        "{body}"
+    );
+
+    // A plugin in use stays; unused, it goes.
+    let (status, _) = upload(&t, "discord", artifacts::DISCORD_ED25519).await;
+    assert_eq!(status, 201);
+    let (status, again) = upload(&t, "discord", artifacts::DISCORD_ED25519).await;
+    assert_eq!(status, 200, "replacing answers 200: {again}");
+    let id = t.create(receiver(auth)).await;
+    let (status, body) = t
+        .api(reqwest::Method::DELETE, "/v1/plugins/discord", None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(error(&body).contains(&id), "{body}");
+    let (status, _) = t
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhooks/incoming/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = t
+        .api(reqwest::Method::DELETE, "/v1/plugins/discord", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = t
+        .api(reqwest::Method::GET, "/v1/plugins/discord", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained() {
+    let t = TestHost::start().await;
+    let (status, body) = upload(&t, "hostile", artifacts::HOSTILE).await;
+    assert_eq!(status, 201, "{body}");
+    let mut receivers = std::collections::BTreeMap::new();
+    for behaviour in [
+        "accept", "loop", "grow", "panic", "flood", "files", "env", "clock",
+    ] {
+        let id = t
+            .create(receiver(json!({
+                "auth_type": "plugin", "plugin": "hostile", "config": {"do": behaviour}
+            })))
+            .await;
+        receivers.insert(behaviour, id);
+    }
+    let reason = |behaviour: &'static str| {
+        let t = &t;
+        let id = receivers[behaviour].clone();
+        async move {
+            let (status, body) = post(t, &id, &[], b"{}").await;
+            assert_eq!(status, 401, "{behaviour}: {body}");
+            error(&body).to_owned()
+        }
+    };
+
+    let started = Instant::now();
+    let why = reason("loop").await;
+    assert!(
+        why.contains("did not finish within its 50 ms deadline"),
+        "{why}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the loop was cut off"
+    );
+    let why = reason("grow").await;
+    assert!(
+        why.contains("tried to grow past its 16 MiB memory cap"),
+        "{why}"
+    );
+    let why = reason("panic").await;
+    assert!(why.contains("trapped"), "{why}");
+    assert!(why.contains("hostile plugin panicked on purpose"), "{why}");
+    let why = reason("flood").await;
+    assert!(why.contains("trapped"), "{why}");
+    assert!(
+        why.len() < 2048,
+        "stderr is capped in the trace: {} bytes",
+        why.len()
+    );
+    let why = reason("files").await;
+    assert!(why.contains("files: denied"), "{why}");
+    let why = reason("env").await;
+    assert!(why.contains("env: 0 variables"), "{why}");
+    let sent = now();
+    let why = reason("clock").await;
+    let seen: u64 = why
+        .rsplit("clock: ")
+        .next()
+        .and_then(|s| s.trim_end_matches(" s").parse().ok())
+        .unwrap();
+    assert!(
+        seen.abs_diff(sent) <= 2,
+        "the guest sees the receive time: {why}"
+    );
+
+    // While loops are cut off, well-behaved requests keep flowing.
+    let looping: Vec<_> = (0..4)
+        .map(|_| {
+            let client = t.client.clone();
+            let url = t.url(&format!("/hooks/{}", receivers["loop"]));
+            tokio::spawn(async move { client.post(url).body("{}").send().await.unwrap().status() })
+        })
+        .collect();
+    let (status, body) = post(&t, &receivers["accept"], &[], b"{}").await;
+    assert_eq!(status, 202, "{body}");
+    for l in looping {
+        assert_eq!(l.await.unwrap().as_u16(), 401);
+    }
+    let metrics = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"hookgate_plugin_calls_total{plugin="hostile",world="verifier",outcome="timeout"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_action_plugin_reshapes_and_delivers() {
+    let t = TestHost::start_configured("", &[]).await;
+    let (status, body) = upload(&t, "reshape", artifacts::RESHAPE_JSON).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["world"], "action");
+    let mut r = crate::support::github_receiver();
+    r["rules"] = json!([{"actions": [
+        {"action_type": "ensure_sandbox", "template": {"image": "echo", "ports": [3000]}},
+        {"action_type": "plugin", "plugin": "reshape", "config": {
+            "port": 3000, "path": "/events",
+            "fields": {"pr": "$.pull_request.number", "what": "$.action", "none": "$.nope[3]"}}}
+    ]}]);
+    let id = t.create(r).await;
+    let (status, answer) = t
+        .github(&id, "gh-1", &crate::support::pr("opened", 42))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let d = t
+        .settled(answer["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert!(
+        d["trace"]
+            .to_string()
+            .contains("plugin reshape: reshaped 3 fields; port 3000 answered 200"),
+        "{d}"
+    );
+    let (_, s) = t
+        .api(reqwest::Method::GET, "/v1/sandboxes/pr-42", None)
+        .await;
+    let port = s["data"]["ports"]["3000"].as_u64().unwrap();
+    let records: Vec<Value> = t
+        .client
+        .get(format!("http://127.0.0.1:{port}/_echo/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["path"], "/events");
+    let sent: Value =
+        serde_json::from_slice(&B64.decode(records[0]["body"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(sent, json!({"pr": 42, "what": "opened", "none": null}));
+
+    // Plugins survive a restart (from the store, compiled code from the cache).
+    let t = t.restart().await;
+    let (status, body) = t
+        .api(reqwest::Method::GET, "/v1/plugins/reshape", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = t
+        .github(&id, "gh-2", &crate::support::pr("opened", 42))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let d = t
+        .settled(answer["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+}
