@@ -36,7 +36,11 @@ fn keys(config: &Value) -> Result<Vec<Vec<u8>>, String> {
             .iter()
             .map(|k| k.as_str().ok_or("config.public_keys: expected strings"))
             .collect::<Result<_, _>>()?,
-        _ => return Err("config: expected public_key (a string) or public_keys (a non-empty list)".into()),
+        _ => {
+            return Err(
+                "config: expected public_key (a string) or public_keys (a non-empty list)".into(),
+            );
+        }
     };
     texts
         .iter()
@@ -45,7 +49,9 @@ fn keys(config: &Value) -> Result<Vec<Vec<u8>>, String> {
             text.strip_prefix("whpk_")
                 .and_then(|b64| host_crypto::base64_decode(b64).ok())
                 .filter(|k| k.len() == 32)
-                .ok_or_else(|| format!("config public key {i}: expected whpk_ and 32 bytes, base64"))
+                .ok_or_else(|| {
+                    format!("config public key {i}: expected whpk_ and 32 bytes, base64")
+                })
         })
         .collect()
 }

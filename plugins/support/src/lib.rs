@@ -72,8 +72,16 @@ mod tests {
     fn windows_hold_both_ways() {
         assert!(fresh("1000", 1_000_000, 300).is_ok());
         assert!(fresh("700", 1_000_000, 300).is_ok());
-        assert!(fresh("699", 1_000_000, 300).unwrap_err().contains("301 s old"));
-        assert!(fresh("1301", 1_000_000, 300).unwrap_err().contains("in the future"));
+        assert!(
+            fresh("699", 1_000_000, 300)
+                .unwrap_err()
+                .contains("301 s old")
+        );
+        assert!(
+            fresh("1301", 1_000_000, 300)
+                .unwrap_err()
+                .contains("in the future")
+        );
         assert!(fresh("soon", 1_000_000, 300).is_err());
     }
 }
