@@ -342,6 +342,36 @@ async fn hostile_plugins_are_contained() {
         "stderr is capped in the trace: {} bytes",
         why.len()
     );
+    // Limits are per plugin: the same component installed with more room.
+    let bytes = std::fs::read(artifacts::HOSTILE).unwrap();
+    let (status, body) = upload_bytes(&t, "roomy&memory_mb=32&timeout_ms=120", bytes.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        (
+            body["data"]["memory_mb"].as_u64(),
+            body["data"]["timeout_ms"].as_u64()
+        ),
+        (Some(32), Some(120))
+    );
+    let (status, body) = upload_bytes(&t, "greedy&memory_mb=100000", bytes).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        error(&body).starts_with("memory_mb: expected 1..256"),
+        "{body}"
+    );
+    for (behaviour, expected) in [
+        ("grow", "past its 32 MiB memory cap"),
+        ("loop", "within its 120 ms deadline"),
+    ] {
+        let id = t
+            .create(receiver(
+                json!({"auth_type": "plugin", "plugin": "roomy", "config": {"do": behaviour}}),
+            ))
+            .await;
+        let (status, body) = post(&t, &id, &[], b"{}").await;
+        assert_eq!(status, 401);
+        assert!(error(&body).contains(expected), "{body}");
+    }
     let why = reason("files").await;
     assert!(why.contains("files: denied"), "{why}");
     let why = reason("env").await;
@@ -436,6 +466,8 @@ async fn an_action_plugin_reshapes_and_delivers() {
     assert_eq!(sent, json!({"pr": 42, "what": "opened", "none": null}));
 
     // Plugins survive a restart (from the store, compiled code from the cache).
+    let cached = walk(&t.dir.path().join("plugin-cache"));
+    assert!(cached > 0, "wasmtime's cache holds the compiled plugin");
     let t = t.restart().await;
     let (status, body) = t
         .api(reqwest::Method::GET, "/v1/plugins/reshape", None)
@@ -449,4 +481,53 @@ async fn an_action_plugin_reshapes_and_delivers() {
         .settled(answer["data"]["delivery_id"].as_str().unwrap())
         .await;
     assert_eq!(d["status"], "succeeded", "{d}");
+}
+
+/// How many files are under `dir`.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() { walk(&path) } else { 1 }
+            })
+            .sum()
+    })
+}
+
+#[tokio::test]
+async fn plugins_load_from_a_directory_at_start() {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        artifacts::DISCORD_ED25519,
+        plugins.path().join("discord.wasm"),
+    )
+    .unwrap();
+    std::fs::write(plugins.path().join("README.txt"), "not a plugin").unwrap();
+    let dir = plugins.path().to_str().unwrap().to_owned();
+    let t = TestHost::start_with(&[("HOOKGATE_PLUGINS_DIR", &dir)]).await;
+    let (status, body) = t.api(reqwest::Method::GET, "/v1/plugins", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["data"]["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["discord"]);
+
+    // A broken plugin in the directory is configuration gone wrong: start-up stops.
+    std::fs::write(plugins.path().join("broken.wasm"), b"nope").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings = crate::support::settings(data.path(), None, &[("HOOKGATE_PLUGINS_DIR", &dir)]);
+    let plane = std::sync::Arc::new(hookgate::sandbox::memory::MemoryPlane::new());
+    let err = hookgate::Host::start(settings, hookgate::Plane::Custom(plane))
+        .await
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("broken.wasm: not a WebAssembly component"),
+        "{err}"
+    );
 }

@@ -159,6 +159,88 @@ mod tests {
     }
 
     #[test]
+    fn ecdsa_p256_takes_sec1_or_spki_keys_and_der_or_raw_signatures() {
+        use p256::ecdsa::signature::Signer;
+        use p256::pkcs8::EncodePublicKey;
+        let signing = p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap();
+        let verifying = signing.verifying_key();
+        let sig: p256::ecdsa::Signature = signing.sign(b"event");
+        let sec1 = verifying.to_encoded_point(false);
+        let spki = p256::PublicKey::from(verifying)
+            .to_public_key_der()
+            .unwrap();
+        for key in [sec1.as_bytes(), spki.as_bytes()] {
+            assert!(ecdsa_p256_verify(key, b"event", sig.to_der().as_bytes()));
+            assert!(ecdsa_p256_verify(key, b"event", &sig.to_bytes()));
+            assert!(!ecdsa_p256_verify(key, b"evenT", &sig.to_bytes()));
+        }
+        assert!(!ecdsa_p256_verify(b"junk", b"event", &sig.to_bytes()));
+    }
+
+    #[test]
+    fn rsa_pkcs1v15_verifies_and_refuses_short_keys() {
+        use base64::Engine;
+        use rsa::pkcs8::EncodePublicKey;
+        // RFC 7515 A.2's 2048-bit key, as core's JWT tests use it.
+        let jwk: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../core/tests/data/rfc7515-a2-rsa-private.jwk.json"
+        ))
+        .unwrap();
+        let int = |k: &str| {
+            rsa::BigUint::from_bytes_be(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(jwk[k].as_str().unwrap())
+                    .unwrap(),
+            )
+        };
+        let private = rsa::RsaPrivateKey::from_components(
+            int("n"),
+            int("e"),
+            int("d"),
+            vec![int("p"), int("q")],
+        )
+        .unwrap();
+        let spki = private.to_public_key().to_public_key_der().unwrap();
+        for (hash, scheme, digest) in [
+            (Hash::Sha256, rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), {
+                use sha2::Digest;
+                sha2::Sha256::digest(b"event").to_vec()
+            }),
+            (Hash::Sha1, rsa::Pkcs1v15Sign::new::<sha1::Sha1>(), {
+                use sha1::Digest;
+                sha1::Sha1::digest(b"event").to_vec()
+            }),
+        ] {
+            let sig = private.sign(scheme, &digest).unwrap();
+            assert!(rsa_pkcs1v15_verify(hash, spki.as_bytes(), b"event", &sig));
+            assert!(!rsa_pkcs1v15_verify(hash, spki.as_bytes(), b"evenT", &sig));
+            assert!(!rsa_pkcs1v15_verify(
+                Hash::Sha512,
+                spki.as_bytes(),
+                b"event",
+                &sig
+            ));
+        }
+        // A 1024-bit key, generated deterministically.
+        let mut rng = <rand_chacha::ChaCha8Rng as rand_core::SeedableRng>::seed_from_u64(7);
+        let short = rsa::RsaPrivateKey::new(&mut rng, 1024).unwrap();
+        let short_spki = short.to_public_key().to_public_key_der().unwrap();
+        let digest = {
+            use sha2::Digest;
+            sha2::Sha256::digest(b"event").to_vec()
+        };
+        let sig = short
+            .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .unwrap();
+        assert!(!rsa_pkcs1v15_verify(
+            Hash::Sha256,
+            short_spki.as_bytes(),
+            b"event",
+            &sig
+        ));
+    }
+
+    #[test]
     fn base64_takes_every_alphabet() {
         assert_eq!(base64_decode("+/8=").unwrap(), [0xfb, 0xff]);
         assert_eq!(base64_decode("-_8").unwrap(), [0xfb, 0xff]);

@@ -540,36 +540,7 @@ impl Plugins {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let ours: Vec<(&str, &str)> = exports
-            .iter()
-            .filter_map(|e| e.strip_prefix(PACKAGE)?.strip_prefix('/'))
-            .filter_map(|rest| rest.split_once('@'))
-            .collect();
-        let (iface, version) = match ours.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(PluginError::Contract(format!(
-                    "the component exports neither {PACKAGE}/verify nor {PACKAGE}/handle \
-                     (it exports: {}); build it against wit/ ({CONTRACT})",
-                    if exports.is_empty() {
-                        "nothing".to_owned()
-                    } else {
-                        exports.join(", ")
-                    }
-                )));
-            }
-            _ => {
-                return Err(PluginError::Contract(format!(
-                    "the component exports more than one of the contract's worlds: {}",
-                    exports.join(", ")
-                )));
-            }
-        };
-        if version != VERSION {
-            return Err(PluginError::Contract(format!(
-                "the component targets {PACKAGE}@{version}; this host accepts {CONTRACT}"
-            )));
-        }
+        let (iface, version) = contract_export(&exports)?;
         let granted = |e: wasmtime::Error| {
             PluginError::Contract(format!(
                 "the component needs an import this host does not grant: {e:#}"
@@ -766,6 +737,42 @@ impl Plugins {
     }
 }
 
+/// Which of the contract's interfaces a component exports, at which version:
+/// exactly one, at this host's version.
+fn contract_export(exports: &[String]) -> Result<(&str, &str), PluginError> {
+    let ours: Vec<(&str, &str)> = exports
+        .iter()
+        .filter_map(|e| e.strip_prefix(PACKAGE)?.strip_prefix('/'))
+        .filter_map(|rest| rest.split_once('@'))
+        .collect();
+    let (iface, version) = match ours.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(PluginError::Contract(format!(
+                "the component exports neither {PACKAGE}/verify nor {PACKAGE}/handle \
+                 (it exports: {}); build it against wit/ ({CONTRACT})",
+                if exports.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        }
+        _ => {
+            return Err(PluginError::Contract(format!(
+                "the component exports more than one of the contract's worlds: {}",
+                exports.join(", ")
+            )));
+        }
+    };
+    if version != VERSION {
+        return Err(PluginError::Contract(format!(
+            "the component targets {PACKAGE}@{version}; this host accepts {CONTRACT}"
+        )));
+    }
+    Ok((iface, version))
+}
+
 fn record(name: &str, world: World, outcome: &'static str, started: Instant) {
     metrics::counter!("hookgate_plugin_calls_total", "plugin" => name.to_owned(), "world" => world.as_str(), "outcome" => outcome)
         .increment(1);
@@ -812,4 +819,39 @@ fn explain(
         why.push_str(&format!("; stderr: {tail}"));
     }
     (kind, why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_contract_version_is_checked_from_export_names() {
+        let ok = names(&["hookgate:plugin/verify@0.1.0"]);
+        assert_eq!(contract_export(&ok).unwrap(), ("verify", "0.1.0"));
+        let newer = names(&["wasi:cli/run@0.2.6", "hookgate:plugin/handle@0.2.0"]);
+        assert_eq!(
+            contract_export(&newer).unwrap_err().to_string(),
+            "the component targets hookgate:plugin@0.2.0; this host accepts hookgate:plugin@0.1.0"
+        );
+        let none = names(&["wasi:cli/run@0.2.6"]);
+        assert!(
+            contract_export(&none)
+                .unwrap_err()
+                .to_string()
+                .starts_with("the component exports neither hookgate:plugin/verify nor hookgate:plugin/handle (it exports: wasi:cli/run@0.2.6)")
+        );
+        let both = names(&[
+            "hookgate:plugin/verify@0.1.0",
+            "hookgate:plugin/handle@0.1.0",
+        ]);
+        assert!(contract_export(&both).is_err());
+        // Another package with a similar name is not ours.
+        let other = names(&["hookgate:pluginx/verify@0.1.0"]);
+        assert!(contract_export(&other).is_err());
+    }
 }
