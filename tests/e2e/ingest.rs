@@ -377,15 +377,7 @@ async fn health_and_metrics() {
             .unwrap(),
         "ok\n"
     );
-    let metrics = t
-        .client
-        .get(t.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     for needle in [
         format!("hookgate_requests_total{{receiver=\"{id}\",outcome=\"accepted\"}}"),
         format!("hookgate_requests_total{{receiver=\"{id}\",outcome=\"duplicate\"}}"),

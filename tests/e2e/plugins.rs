@@ -401,15 +401,7 @@ async fn hostile_plugins_are_contained() {
     for l in looping {
         assert_eq!(l.await.unwrap().as_u16(), 401);
     }
-    let metrics = t
-        .client
-        .get(t.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(
         metrics.contains(
             r#"hookgate_plugin_calls_total{plugin="hostile",world="verifier",outcome="timeout"}"#
@@ -450,15 +442,7 @@ async fn an_action_plugin_reshapes_and_delivers() {
         .api(reqwest::Method::GET, "/v1/sandboxes/pr-42", None)
         .await;
     let port = s["data"]["ports"]["3000"].as_u64().unwrap();
-    let records: Vec<Value> = t
-        .client
-        .get(format!("http://127.0.0.1:{port}/_echo/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records = t.echo_records(port).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["path"], "/events");
     let sent: Value =

@@ -39,18 +39,6 @@ async fn state_becomes(t: &TestHost, name: &str, want: &str, limit: Duration) ->
     .await
 }
 
-/// What the echo server in a sandbox recorded, oldest first.
-async fn echo_records(t: &TestHost, port: u64) -> Vec<Value> {
-    t.client
-        .get(format!("http://127.0.0.1:{port}/_echo/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn header<'a>(record: &'a Value, name: &str) -> Option<&'a str> {
     record["headers"]
         .as_array()?
@@ -110,7 +98,7 @@ async fn design_example_runs_on_local_sandboxes() {
     );
     let port = s["ports"]["3000"].as_u64().expect("port 3000 is mapped");
     let pid = s["pid"].as_u64().unwrap();
-    let records = echo_records(&t, port).await;
+    let records = t.echo_records(port).await;
     assert_eq!(records.len(), 1);
     assert_eq!(body_of(&records[0]), first);
     assert_eq!(
@@ -147,7 +135,7 @@ async fn design_example_runs_on_local_sandboxes() {
     assert_eq!(created, 1, "{s}");
     let (_, all) = t.api(reqwest::Method::GET, "/v1/sandboxes", None).await;
     assert_eq!(all["data"]["sandboxes"].as_array().unwrap().len(), 1);
-    assert_eq!(echo_records(&t, port).await.len(), 2);
+    assert_eq!(t.echo_records(port).await.len(), 2);
 
     // Paused, the whole group stops; the next delivery wakes it (on_activity).
     let (status, paused) = t
@@ -161,7 +149,7 @@ async fn design_example_runs_on_local_sandboxes() {
     assert!(trace_text(&d).contains("was paused, resumed by"), "{d}");
     assert_ne!(proc_state(pid), Some('T'));
     assert_eq!(sandbox(&t, "pr-42").await.1["state"], "running");
-    assert_eq!(echo_records(&t, port).await.len(), 3);
+    assert_eq!(t.echo_records(port).await.len(), 3);
 
     // `closed` deletes it: the process group is gone and so is its work dir.
     let closed = serde_json::to_vec(&pr("closed", 42)).unwrap();
@@ -263,7 +251,7 @@ async fn lifecycle_auto_resume_wakes_a_paused_sandbox_for_a_delivery() {
     );
     let (_, s) = sandbox(&t, "pr-9").await;
     let port = s["ports"]["3000"].as_u64().unwrap();
-    assert_eq!(echo_records(&t, port).await.len(), 2);
+    assert_eq!(t.echo_records(port).await.len(), 2);
 }
 
 #[tokio::test]
@@ -333,7 +321,7 @@ async fn sandbox_state_and_timers_survive_a_host_restart() {
         let d = send(&t, &receiver, &format!("gh-again-{n}"), opened(n)).await;
         assert_eq!(d["status"], "succeeded", "{d}");
         let port = s["ports"]["3000"].as_u64().unwrap();
-        let records = echo_records(&t, port).await;
+        let records = t.echo_records(port).await;
         assert_eq!(
             header(records.last().unwrap(), "x-github-delivery"),
             Some(format!("gh-again-{n}").as_str())
@@ -377,7 +365,7 @@ async fn two_hosts_through_the_http_plane() {
     assert!(!t.dir.path().join("sandboxes/pr-42").exists());
     assert!(runner_host.dir.path().join("sandboxes/pr-42").exists());
     let port = there["ports"]["3000"].as_u64().unwrap();
-    let records = echo_records(&runner_host, port).await;
+    let records = runner_host.echo_records(port).await;
     assert_eq!(body_of(&records[0]), body);
     assert_eq!(
         header(&records[0], "x-hookgate-delivery-id"),
@@ -396,7 +384,7 @@ async fn two_hosts_through_the_http_plane() {
     let d = send(&t, &receiver, "gh-3", opened(42)).await;
     assert_eq!(d["status"], "succeeded", "{d}");
     assert!(trace_text(&d).contains("resumed by"), "{d}");
-    assert_eq!(echo_records(&runner_host, port).await.len(), 3);
+    assert_eq!(runner_host.echo_records(port).await.len(), 3);
 
     let closed = serde_json::to_vec(&pr("closed", 42)).unwrap();
     let d = send(&t, &receiver, "gh-4", closed).await;
@@ -544,7 +532,7 @@ async fn envelopes_carry_bytes_and_metadata_and_credentials_stay_behind() {
 
     // One echo process serves both ports and says which one each request hit.
     let port = s["ports"]["3000"].as_u64().unwrap();
-    let records = echo_records(&t, port).await;
+    let records = t.echo_records(port).await;
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["port"], 3000);
     assert_eq!(records[0]["path"], "/in?x=1");

@@ -194,6 +194,30 @@ impl TestHost {
         body["data"]["pagination"]["total"].as_u64().unwrap()
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// What the echo server listening on loopback `port` recorded, oldest first.
+    pub async fn echo_records(&self, port: u64) -> Vec<Value> {
+        self.client
+            .get(format!("http://127.0.0.1:{port}/_echo/requests"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn delivery(&self, id: &str) -> Value {
         let (status, body) = self
             .api(reqwest::Method::GET, &format!("/v1/deliveries/{id}"), None)
