@@ -73,8 +73,14 @@ async fn run_plugin_verifiers(
     if jobs.is_empty() {
         return Ok(PluginVerdicts::new());
     }
+    // A full pool is the host being busy, not the sender being wrong: 503, which
+    // providers retry, rather than a 401, which they do not.
+    let slot = state.plugins.try_slot().ok_or_else(|| {
+        ApiError::Unavailable("every plugin slot is busy (plugins.max_concurrent); retry".into())
+    })?;
     let plugins = Arc::clone(&state.plugins);
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         jobs.into_iter()
             .map(|(name, config)| {
                 let verdict = plugins.verify(&name, &wire, &config);

@@ -236,9 +236,13 @@ async fn load_plugins(
 ) -> Result<()> {
     let mut sources: Vec<(String, Vec<u8>, plugins::Limits, Option<String>)> = Vec::new();
     for row in store.plugins().await? {
-        let limits = plugins::Limits {
-            timeout_ms: row.timeout_ms,
-            memory_mb: row.memory_mb,
+        // Checked again: the settings' ceilings may have been lowered since.
+        let limits = match plugins.limits(Some(row.timeout_ms), Some(row.memory_mb)) {
+            Ok(limits) => limits,
+            Err(e) => {
+                tracing::error!(plugin = %row.name, error = %e, "uploaded plugin's limits no longer fit the settings; using the defaults");
+                plugins.defaults()
+            }
         };
         sources.push((row.name, row.component, limits, None));
     }

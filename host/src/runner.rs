@@ -483,7 +483,9 @@ async fn run_plugin(
     let target = sandbox.clone();
     let identity = hookgate_headers(d);
     let runtime = tokio::runtime::Handle::current();
+    let slot = inner.plugins.slot().await;
     let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let deliver: crate::plugins::Deliver = Box::new(move |port, path, content_type, body| {
             Action::from_json(
                 &json!({"action_type": "deliver_to_port", "port": port, "path": path}),

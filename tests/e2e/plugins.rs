@@ -298,7 +298,7 @@ async fn hostile_plugins_are_contained() {
     assert_eq!(status, 201, "{body}");
     let mut receivers = std::collections::BTreeMap::new();
     for behaviour in [
-        "accept", "loop", "grow", "panic", "flood", "files", "env", "clock",
+        "accept", "loop", "sleep", "grow", "panic", "flood", "files", "env", "clock",
     ] {
         let id = t
             .create(receiver(json!({
@@ -327,6 +327,14 @@ async fn hostile_plugins_are_contained() {
         started.elapsed() < Duration::from_secs(5),
         "the loop was cut off"
     );
+    // A blocking host call is out of the deadline's reach, so waiting is refused.
+    let started = Instant::now();
+    let why = reason("sleep").await;
+    assert!(
+        why.contains("plugins may not sleep or wait on a clock"),
+        "{why}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
     let why = reason("grow").await;
     assert!(
         why.contains("tried to grow past its 16 MiB memory cap"),
@@ -513,5 +521,32 @@ async fn plugins_load_from_a_directory_at_start() {
     assert!(
         err.contains("broken.wasm: not a WebAssembly component"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_plugin_pool_answers_503_not_401() {
+    let t = TestHost::start_with(&[("HOOKGATE_PLUGINS_MAX_CONCURRENT", "1")]).await;
+    let bytes = std::fs::read(artifacts::HOSTILE).unwrap();
+    let (status, body) = upload_bytes(&t, "slow&timeout_ms=1500", bytes).await;
+    assert_eq!(status, 201, "{body}");
+    let id = t
+        .create(receiver(
+            json!({"auth_type": "plugin", "plugin": "slow", "config": {"do": "loop"}}),
+        ))
+        .await;
+    let first = {
+        let client = t.client.clone();
+        let url = t.url(&format!("/hooks/{id}"));
+        tokio::spawn(async move { client.post(url).body("{}").send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = post(&t, &id, &[], b"{}").await;
+    assert_eq!(status, 503, "the only slot is busy: {body}");
+    assert!(error(&body).contains("plugin slot is busy"), "{body}");
+    assert_eq!(
+        first.await.unwrap().as_u16(),
+        401,
+        "the first ran out its deadline"
     );
 }

@@ -71,6 +71,11 @@ const TICK: Duration = Duration::from_millis(2);
 const STDERR_CAP: usize = 16 * 1024;
 /// Table elements a plugin may grow to; Rust guests use a few hundred.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// The longest any call may take by the wall clock, host imports included (an
+/// action's deliveries are credited back to its own deadline, not to this).
+const WALL_CEILING: Duration = Duration::from_secs(120);
+/// The WASI clock interface whose waits are refused (wasmtime-wasi 48's version).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// Which world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,6 +121,12 @@ pub enum PluginError {
     #[error("starting the plugin runtime: {0}")]
     Runtime(String),
 }
+
+/// A guest tried to wait on a clock. The epoch deadline cannot interrupt a host
+/// call that blocks, so plugins may not sleep at all.
+#[derive(Debug, thiserror::Error)]
+#[error("plugins may not sleep or wait on a clock")]
+pub struct NoWaiting;
 
 /// Our limiter's error: the guest asked for more memory than its cap.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +252,9 @@ struct CallClock {
 impl CallClock {
     /// Epoch ticks left for the guest, or `None` if its budget is spent.
     fn ticks_left(&self) -> Option<u64> {
+        if self.started.elapsed() >= WALL_CEILING {
+            return None;
+        }
         let used = self.started.elapsed().saturating_sub(self.in_host);
         let left = self.budget.checked_sub(used).filter(|l| !l.is_zero())?;
         Some(ticks(left))
@@ -416,8 +430,14 @@ pub struct Plugins {
     installed: RwLock<HashMap<String, Arc<Installed>>>,
     defaults: Limits,
     max_memory_mb: u32,
+    /// One permit per pooled slot: callers take one before a call, so a full
+    /// pool is a clear "busy", never an instantiation failure.
+    slots: Arc<tokio::sync::Semaphore>,
     _ticker: Ticker,
 }
+
+/// A claim on one plugin call slot.
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
 
 impl std::fmt::Debug for Plugins {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -429,6 +449,30 @@ impl std::fmt::Debug for Plugins {
 
 fn runtime(e: impl std::fmt::Display) -> PluginError {
     PluginError::Runtime(e.to_string())
+}
+
+/// A linker with WASI as the store's empty context grants it, except that
+/// waiting on a clock fails the call: a blocked host call is out of the epoch
+/// deadline's reach.
+fn capability_free_wasi(engine: &Engine) -> Result<Linker<Guest>, PluginError> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime)?;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK).map_err(runtime)?;
+    for wait in ["subscribe-duration", "subscribe-instant"] {
+        clock
+            .func_wrap(
+                wait,
+                |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                    Err(NoWaiting.into())
+                },
+            )
+            .map_err(runtime)?;
+    }
+    linker.allow_shadowing(false);
+    Ok(linker)
 }
 
 impl Plugins {
@@ -463,12 +507,10 @@ impl Plugins {
         config.memory_guard_size(64 << 10);
         let engine = Engine::new(&config).map_err(runtime)?;
 
-        let mut verifier_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut verifier_linker).map_err(runtime)?;
+        let mut verifier_linker = capability_free_wasi(&engine)?;
         bindings::verifier::Verifier::add_to_linker::<_, HasSelf<_>>(&mut verifier_linker, |g| g)
             .map_err(runtime)?;
-        let mut action_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut action_linker).map_err(runtime)?;
+        let mut action_linker = capability_free_wasi(&engine)?;
         bindings::action::Action::add_to_linker::<_, HasSelf<_>>(&mut action_linker, |g| g)
             .map_err(runtime)?;
 
@@ -494,8 +536,24 @@ impl Plugins {
                 memory_mb: settings.memory_mb,
             },
             max_memory_mb: settings.max_memory_mb,
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(settings.max_concurrent).unwrap_or(1),
+            )),
             _ticker: Ticker { stop },
         })
+    }
+
+    /// A call slot now, or `None` when every slot is busy.
+    pub fn try_slot(&self) -> Option<Slot> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// A call slot, waiting for one to free up.
+    pub async fn slot(&self) -> Slot {
+        Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed")
     }
 
     /// The limits a plugin gets unless its install says otherwise.
@@ -794,6 +852,8 @@ fn explain(
                 limits.timeout_ms
             ),
         )
+    } else if e.downcast_ref::<NoWaiting>().is_some() {
+        ("forbidden", NoWaiting.to_string())
     } else if e.downcast_ref::<MemoryCapReached>().is_some() {
         (
             "memory",

@@ -86,7 +86,21 @@ async fn upload(
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("compiling a plugin: {e}")))?;
     let compiled = compiled?;
-    let replaced = state.plugins.get(&compiled.name).is_some();
+    let previous = state.plugins.get(&compiled.name);
+    if let Some(previous) = &previous
+        && previous.world != compiled.world
+    {
+        let users = users_of(&state, &compiled.name).await?;
+        if !users.is_empty() {
+            return Err(ApiError::PluginInUse(format!(
+                "plugin {} is {} plugin used by receiver(s) {}; a replacement must be one too",
+                compiled.name,
+                previous.world.with_article(),
+                users.join(", ")
+            )));
+        }
+    }
+    let replaced = previous.is_some();
     state
         .store
         .put_plugin(PluginRow {
@@ -134,6 +148,19 @@ async fn show(
     Ok(ok(StatusCode::OK, plugin_json(&plugin)))
 }
 
+/// The receivers (not deleted) that name a plugin.
+async fn users_of(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> {
+    let mut users = Vec::new();
+    for row in state.store.live_receivers().await? {
+        if let Ok(receiver) = crate::api::decode_row(&row)
+            && receiver.plugins().contains(&name)
+        {
+            users.push(row.id);
+        }
+    }
+    Ok(users)
+}
+
 async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -143,14 +170,7 @@ async fn remove(
             "plugin {name} is not installed"
         )));
     }
-    let mut users = Vec::new();
-    for row in state.store.live_receivers().await? {
-        if let Ok(receiver) = crate::api::decode_row(&row)
-            && receiver.plugins().contains(&name.as_str())
-        {
-            users.push(row.id);
-        }
-    }
+    let users = users_of(&state, &name).await?;
     if !users.is_empty() {
         return Err(ApiError::PluginInUse(format!(
             "plugin {name} is used by receiver(s) {}; change or delete them first",

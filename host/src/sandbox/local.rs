@@ -38,6 +38,8 @@ use crate::store::{SandboxRow, Store};
 
 /// How many lines of a failed sandbox's output are kept.
 const TAIL_LINES: usize = 20;
+/// How much of a sandbox's answer the delivery trace keeps.
+const EXCERPT_BYTES: usize = 200;
 
 pub struct LocalPlane {
     root: PathBuf,
@@ -173,7 +175,18 @@ impl LocalPlane {
                 }
             };
             tracing::info!(sandbox = %row.name, "sandbox process gone after a restart; starting it again");
-            let ports = row.ports.clone();
+            // The old ports, unless something else took one while the host was
+            // down: then that port gets a fresh number, so deliveries never reach
+            // a stranger's listener.
+            let mut ports = row.ports.clone();
+            for host in ports.values_mut() {
+                if std::net::TcpListener::bind(("127.0.0.1", *host)).is_err() {
+                    let fresh = free_port()?;
+                    tracing::warn!(sandbox = %row.name, old = *host, new = fresh, "a sandbox port was taken while the host was down; using a new one");
+                    *host = fresh;
+                }
+            }
+            row.ports = ports.clone();
             match self.spawn(&row.name, &template, ports).await {
                 Ok(spawned) => {
                     row.pid = Some(spawned.pid);
@@ -480,8 +493,21 @@ fn alive(pgid: i32) -> bool {
 }
 
 /// The last lines of a log file.
+/// (Only the file's end is read: the sandbox decides how large it grows.)
 fn tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    /// Enough for `TAIL_LINES` lines of ordinary length.
+    const TAIL_BYTES: u64 = 16 * 1024;
+    let mut text = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map_or(0, |m| m.len());
+        if file
+            .seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))
+            .is_ok()
+        {
+            let _ = file.take(TAIL_BYTES).read_to_end(&mut text);
+        }
+    }
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
@@ -665,7 +691,16 @@ impl SandboxPlane for LocalPlane {
         request: Forward,
     ) -> PlaneFuture<'a, ForwardResponse> {
         Box::pin(async move {
-            let _guard = self.lock(name.as_str()).await;
+            // Waiting behind another operation (a long script) counts against the
+            // delivery's own timeout.
+            let _guard = tokio::time::timeout(request.timeout, self.lock(name.as_str()))
+                .await
+                .map_err(|_| {
+                    unavailable(format!(
+                        "sandbox {name} stayed busy with another operation for {} s",
+                        request.timeout.as_secs()
+                    ))
+                })?;
             let mut row = self.live_row(name).await?;
             let mut resumed = false;
             if row.state == "paused" {
@@ -733,9 +768,17 @@ impl SandboxPlane for LocalPlane {
                 }
             })?;
             let status = response.status().as_u16();
-            let body = response.bytes().await.unwrap_or_default();
+            // The start of the body is all the trace shows; the rest is not read.
+            let mut response = response;
+            let mut body = Vec::new();
+            while body.len() < EXCERPT_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
             let excerpt: String =
-                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                String::from_utf8_lossy(&body[..body.len().min(EXCERPT_BYTES)]).into_owned();
             self.touch(row, format!("port {port} answered {status}"))
                 .await;
             Ok(ForwardResponse {
@@ -762,6 +805,9 @@ impl SandboxPlane for LocalPlane {
                 )));
             }
             let dir = self.dir(name.as_str());
+            // Output goes to a file, not to memory: a script may print without end.
+            let log_path = dir.join("script-output.log");
+            let log = std::fs::File::create(&log_path).map_err(unavailable)?;
             let mut cmd = tokio::process::Command::new("/bin/sh");
             cmd.arg("-c")
                 .arg(script)
@@ -775,25 +821,20 @@ impl SandboxPlane for LocalPlane {
                 .env("HOOKGATE_SANDBOX", name.as_str())
                 .env("HOOKGATE_SANDBOX_DIR", &dir)
                 .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stdout(log.try_clone().map_err(unavailable)?)
+                .stderr(log)
                 .process_group(0)
                 .kill_on_drop(true);
             for (inner, host) in &row.ports {
                 cmd.env(format!("HOOKGATE_PORT_{inner}"), host.to_string());
             }
-            let child = cmd.spawn().map_err(unavailable)?;
+            let mut child = cmd.spawn().map_err(unavailable)?;
             let pid = child.id().and_then(|p| i32::try_from(p).ok());
-            match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Ok(Ok(out)) => {
-                    let text = [out.stdout, out.stderr].concat();
-                    let text = String::from_utf8_lossy(&text);
-                    let lines: Vec<&str> = text.lines().collect();
-                    Ok(ExecOutput {
-                        exit_code: out.status.code().unwrap_or(-1),
-                        tail: lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"),
-                    })
-                }
+            match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(Ok(status)) => Ok(ExecOutput {
+                    exit_code: status.code().unwrap_or(-1),
+                    tail: tail(&log_path),
+                }),
                 Ok(Err(e)) => Err(unavailable(e)),
                 Err(_) => {
                     if let Some(pid) = pid {

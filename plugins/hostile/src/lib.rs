@@ -2,7 +2,7 @@
 //! plugin which loops, hogs memory, panics, floods stderr, or reaches for files,
 //! the environment or the clock gets nothing and harms nothing.
 //!
-//! Config: `{"do": "accept" | "loop" | "grow" | "panic" | "flood" | "files" | "env" | "clock"}`.
+//! Config: `{"do": "accept" | "loop" | "sleep" | "grow" | "panic" | "flood" | "files" | "env" | "clock"}`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "verifier" });
 
@@ -23,6 +23,10 @@ impl Guest for Hostile {
                 loop {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Verdict::Accept("slept".into())
             }
             "grow" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
