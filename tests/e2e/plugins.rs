@@ -298,7 +298,7 @@ async fn hostile_plugins_are_contained() {
     assert_eq!(status, 201, "{body}");
     let mut receivers = std::collections::BTreeMap::new();
     for behaviour in [
-        "accept", "loop", "sleep", "grow", "panic", "flood", "files", "env", "clock",
+        "accept", "loop", "sleep", "grow", "panic", "files", "env", "clock",
     ] {
         let id = t
             .create(receiver(json!({
@@ -343,8 +343,20 @@ async fn hostile_plugins_are_contained() {
     let why = reason("panic").await;
     assert!(why.contains("trapped"), "{why}");
     assert!(why.contains("hostile plugin panicked on purpose"), "{why}");
-    let why = reason("flood").await;
+    // 1 MiB of stderr (given time to write it): the plugin is not cut off, and
+    // the trace keeps the end of what it printed.
+    let (status, body) = upload(&t, "chatty&timeout_ms=10000", artifacts::HOSTILE).await;
+    assert_eq!(status, 201, "{body}");
+    let chatty = t
+        .create(receiver(
+            json!({"auth_type": "plugin", "plugin": "chatty", "config": {"do": "flood"}}),
+        ))
+        .await;
+    let (status, body) = post(&t, &chatty, &[], b"{}").await;
+    assert_eq!(status, 401, "{body}");
+    let why = error(&body).to_owned();
     assert!(why.contains("trapped"), "{why}");
+    assert!(why.contains("flooded stderr"), "{why}");
     assert!(
         why.len() < 2048,
         "stderr is capped in the trace: {} bytes",

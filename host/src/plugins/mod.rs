@@ -54,7 +54,6 @@ use serde::Serialize;
 use sha2::Digest;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::settings;
@@ -66,8 +65,8 @@ const PACKAGE: &str = "hookgate:plugin";
 const VERSION: &str = "0.1.0";
 /// How often the engine's epoch advances; deadlines are counted in these ticks.
 const TICK: Duration = Duration::from_millis(2);
-/// How much of a plugin's stderr is kept (the rest is dropped): enough for a
-/// panic message and a few lines before it.
+/// How much of a plugin's stderr is kept (its end; the rest is dropped): enough
+/// for a panic message and a few lines before it.
 const STDERR_CAP: usize = 16 * 1024;
 /// Table elements a plugin may grow to; Rust guests use a few hundred.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -411,6 +410,101 @@ impl bindings::action::hookgate::plugin::log::Host for Guest {
     }
 }
 
+/// A plugin's stdout or stderr: keeps the last `cap` bytes and accepts every
+/// write, so a chatty plugin is not cut off (as a full pipe would do) and a
+/// panic message, which comes last, is always kept.
+#[derive(Clone)]
+struct OutputTail {
+    cap: usize,
+    kept: Arc<std::sync::Mutex<std::collections::VecDeque<u8>>>,
+}
+
+impl OutputTail {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            kept: Arc::default(),
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let over = (kept.len() + bytes.len()).saturating_sub(self.cap);
+        kept.drain(..over);
+        kept.extend(bytes);
+    }
+
+    fn text(&self) -> String {
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes: Vec<u8> = kept.iter().copied().collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::OutputStream for OutputTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for OutputTail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for OutputTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for OutputTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for OutputTail {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
 /// Advances the engine's epoch every [`TICK`] until dropped.
 struct Ticker {
     stop: Arc<AtomicBool>,
@@ -680,10 +774,10 @@ impl Plugins {
         limits: Limits,
         received_at_ms: u64,
         scope: Option<Scope>,
-    ) -> (Store<Guest>, MemoryOutputPipe) {
-        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+    ) -> (Store<Guest>, OutputTail) {
+        let stderr = OutputTail::new(STDERR_CAP);
         let wasi = WasiCtxBuilder::new()
-            .stdout(MemoryOutputPipe::new(STDERR_CAP))
+            .stdout(OutputTail::new(0))
             .stderr(stderr.clone())
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
@@ -839,11 +933,7 @@ fn record(name: &str, world: World, outcome: &'static str, started: Instant) {
 }
 
 /// Why a call failed, by the error's type, with the end of its stderr.
-fn explain(
-    e: &wasmtime::Error,
-    limits: Limits,
-    stderr: &MemoryOutputPipe,
-) -> (&'static str, String) {
+fn explain(e: &wasmtime::Error, limits: Limits, stderr: &OutputTail) -> (&'static str, String) {
     let (kind, mut why) = if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         (
             "timeout",
@@ -864,8 +954,7 @@ fn explain(
     } else {
         ("error", format!("failed: {e}"))
     };
-    let printed = stderr.contents();
-    let text = String::from_utf8_lossy(&printed);
+    let text = stderr.text();
     let text = text.trim();
     if !text.is_empty() {
         let tail: String = text

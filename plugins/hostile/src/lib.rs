@@ -38,7 +38,7 @@ impl Guest for Hostile {
             "panic" => panic!("hostile plugin panicked on purpose"),
             "flood" => {
                 let line = [b'x'; 1024];
-                for _ in 0..(8 << 10) {
+                for _ in 0..1024 {
                     let _ = std::io::stderr().write_all(&line);
                 }
                 panic!("flooded stderr")
