@@ -487,9 +487,18 @@ impl LocalPlane {
     }
 }
 
-/// Whether a process group still exists.
+/// Whether a sandbox's process group still runs. Its leader (the sandbox's
+/// program) having exited counts as gone even while it waits, a zombie, for its
+/// old parent to reap it.
 fn alive(pgid: i32) -> bool {
-    killpg(Pid::from_raw(pgid), None).is_ok()
+    let zombie = std::fs::read_to_string(format!("/proc/{pgid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state == 'Z' || state == 'X')
+        })
+        .unwrap_or(false);
+    !zombie && killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
 /// The last lines of a log file.
