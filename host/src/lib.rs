@@ -135,7 +135,7 @@ impl Host {
         };
         let plugins = Arc::new(
             plugins::Plugins::new(&settings.plugins, &settings.data_dir.join("plugin-cache"))
-                .context("starting the plugin runtime")?,
+                .context("plugins")?,
         );
         load_plugins(&plugins, &store, &settings).await?;
         let runner = runner::Runner::new(

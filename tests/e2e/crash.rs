@@ -31,11 +31,14 @@ fn free_port() -> u16 {
 }
 
 impl Server {
+    /// Runs `hookgate serve` in `dir` with the default, relative data directory
+    /// (`./.hookgate`), as README's run command does.
     fn start(dir: &std::path::Path, port: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .arg("serve")
+            .current_dir(dir)
+            .env_remove("HOOKGATE_DATA_DIR")
             .env("HOOKGATE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HOOKGATE_DATA_DIR", dir)
             .env("HOOKGATE_ADMIN_TOKEN", TOKEN)
             .env("HOOKGATE_RUNNER_BACKOFF_INITIAL_MS", "50")
             .env("HOOKGATE_LOG_LEVEL", "warn")

@@ -575,6 +575,8 @@ impl Plugins {
         let mut config = Config::new();
         config.epoch_interruption(true);
         std::fs::create_dir_all(cache_dir).map_err(runtime)?;
+        // wasmtime's cache wants an absolute path; the data dir may be relative.
+        let cache_dir = std::fs::canonicalize(cache_dir).map_err(runtime)?;
         let mut cache = wasmtime::CacheConfig::new();
         cache.with_directory(cache_dir);
         config.cache(Some(wasmtime::Cache::new(cache).map_err(runtime)?));
