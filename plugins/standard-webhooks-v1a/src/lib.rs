@@ -9,7 +9,6 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "verifier" });
 
-use exports::hookgate::plugin::verify::{Guest, Verdict};
 use hookgate::plugin::host_crypto;
 use hookgate::plugin::types::Request;
 use hookgate_plugin_support as support;
@@ -17,17 +16,6 @@ use serde_json::Value;
 
 /// The Standard Webhooks specification's tolerance: five minutes.
 const TOLERANCE_SECONDS: u64 = 300;
-
-struct StandardWebhooks;
-
-impl Guest for StandardWebhooks {
-    fn verify(request: Request, config: String) -> Verdict {
-        match check(&request, &config) {
-            Ok(matched) => Verdict::Accept(matched),
-            Err(why) => Verdict::Reject(why),
-        }
-    }
-}
 
 fn keys(config: &Value) -> Result<Vec<Vec<u8>>, String> {
     let texts: Vec<&str> = match (config.get("public_key"), config.get("public_keys")) {
@@ -60,15 +48,9 @@ fn check(request: &Request, config: &str) -> Result<String, String> {
     let config = support::config(config)?;
     let keys = keys(&config)?;
     let tolerance = support::seconds(&config, "tolerance_seconds", TOLERANCE_SECONDS)?;
-    let headers = || {
-        request
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice()))
-    };
-    let id = support::header(headers(), "webhook-id")?;
-    let timestamp = support::header(headers(), "webhook-timestamp")?;
-    let signatures = support::header(headers(), "webhook-signature")?;
+    let id = support::header(support::headers!(request), "webhook-id")?;
+    let timestamp = support::header(support::headers!(request), "webhook-timestamp")?;
+    let signatures = support::header(support::headers!(request), "webhook-signature")?;
     support::fresh(timestamp, request.received_at_ms, tolerance)?;
     let mut message = format!("{id}.{timestamp}.").into_bytes();
     message.extend_from_slice(&request.body);
@@ -98,4 +80,4 @@ fn check(request: &Request, config: &str) -> Result<String, String> {
     }
 }
 
-export!(StandardWebhooks);
+hookgate_plugin_support::verifier!(StandardWebhooks, check);

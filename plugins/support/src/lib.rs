@@ -4,6 +4,43 @@
 
 use serde_json::Value;
 
+/// The glue every verifier plugin needs, written once: declares the plugin type,
+/// implements the generated `verify` export by calling `$check(&request, &config)`
+/// (`Ok(what matched)` accepts, `Err(why)` rejects), and exports it. Use it after
+/// `wit_bindgen::generate!({ world: "verifier", … })`.
+#[macro_export]
+macro_rules! verifier {
+    ($plugin:ident, $check:path) => {
+        struct $plugin;
+
+        impl exports::hookgate::plugin::verify::Guest for $plugin {
+            fn verify(
+                request: hookgate::plugin::types::Request,
+                config: String,
+            ) -> exports::hookgate::plugin::verify::Verdict {
+                use exports::hookgate::plugin::verify::Verdict;
+                match $check(&request, &config) {
+                    Ok(matched) => Verdict::Accept(matched),
+                    Err(why) => Verdict::Reject(why),
+                }
+            }
+        }
+
+        export!($plugin);
+    };
+}
+
+/// A generated request's headers as `(name, value)` pairs, for [`header`].
+#[macro_export]
+macro_rules! headers {
+    ($request:expr) => {
+        $request
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice()))
+    };
+}
+
 /// The first header called `name` (ASCII case-insensitive) as text.
 pub fn header<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
