@@ -7,15 +7,53 @@
 //! JSONPath test false with that reason; it never panics and never fails the
 //! delivery, since header- and query-based rules may still match.
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{Condition, Operator, Rule, Subject};
+use crate::Receiver;
+use crate::config::{Action, Condition, Operator, Rule, Subject};
 use crate::explain::{Outcome, Stage, Step, excerpt};
 use crate::request::{Event, is_credential};
 
 /// A rule that matched, by index into the receiver's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matched(pub usize);
+
+/// One action of a matched rule, as it is frozen with a delivery: what the
+/// runner will run, whichever runtime accepted the event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    /// Index of the rule in the receiver's rules.
+    pub rule: usize,
+    /// Index of the action in that rule.
+    pub action: usize,
+    pub spec: Action,
+}
+
+/// The matched rules' actions in order. A sandbox template that names no ports
+/// gets every port the receiver's `deliver_to_port` actions use.
+pub fn plan(receiver: &Receiver, matched: &[Matched]) -> Vec<Planned> {
+    let mut out = Vec::new();
+    for m in matched {
+        let Some(rule) = receiver.rules.get(m.0) else {
+            continue;
+        };
+        for (i, action) in rule.actions.iter().enumerate() {
+            let mut spec = action.clone();
+            if let Action::EnsureSandbox { template } = &mut spec
+                && template.ports.is_empty()
+            {
+                template.ports = receiver.delivery_ports();
+            }
+            out.push(Planned {
+                rule: m.0,
+                action: i,
+                spec,
+            });
+        }
+    }
+    out
+}
 
 /// Evaluates every rule in order; returns the matching ones and one step per rule.
 pub fn matching(rules: &[Rule], event: &Event<'_>) -> (Vec<Matched>, Vec<Step>) {

@@ -113,6 +113,8 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         "received_at": received_at,
         "verified_at": verified_at,
         "idempotency_key": eval.key.as_ref().map(|k| json!({"hash": k.hash, "value": k.value})),
+        "sandbox": eval.target.as_ref().and_then(|t| t.as_ref().ok()).map(|s| s.to_string()),
+        "plan": hookgate_core::rules::plan(&receiver, &eval.matched),
         "trace": eval.trace,
     });
     let claim = inbox::Claim {

@@ -14,7 +14,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use hookgate_core::config::{Action, PluginAuth};
+use hookgate_core::config::PluginAuth;
 use hookgate_core::explain::{Outcome, Stage, Step};
 use hookgate_core::jwks::Jwks;
 use hookgate_core::verify::{Env, FailureKind};
@@ -365,27 +365,14 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The matched rules' actions in order, frozen with the delivery. A sandbox
-/// template that names no ports gets the receiver's delivery ports.
+/// The matched rules' actions (core's plan), as the store keeps them.
 pub fn plan(live: &LiveReceiver, matched: &[hookgate_core::rules::Matched]) -> Vec<PlannedAction> {
-    let mut out = Vec::new();
-    for m in matched {
-        let Some(rule) = live.config.rules.get(m.0) else {
-            continue;
-        };
-        for (i, action) in rule.actions.iter().enumerate() {
-            let mut action = action.clone();
-            if let Action::EnsureSandbox { template } = &mut action
-                && template.ports.is_empty()
-            {
-                template.ports = live.config.delivery_ports();
-            }
-            out.push(PlannedAction {
-                rule: m.0,
-                action: i,
-                spec: serde_json::to_value(&action).unwrap_or_default(),
-            });
-        }
-    }
-    out
+    hookgate_core::rules::plan(&live.config, matched)
+        .into_iter()
+        .map(|p| PlannedAction {
+            rule: p.rule,
+            action: p.action,
+            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
+        })
+        .collect()
 }

@@ -60,6 +60,15 @@ fn opened_pull_request_runs_the_first_rule_on_pr_42() {
         serde_json::from_value::<hookgate_core::explain::Trace>(json).unwrap(),
         e.trace
     );
+    // The plan both runtimes freeze with the delivery: rule 1's two actions, the
+    // template given the ports its receiver delivers to.
+    let plan = serde_json::to_value(hookgate_core::rules::plan(&r, &e.matched)).unwrap();
+    assert_eq!(plan.as_array().unwrap().len(), 2);
+    assert_eq!(plan[0]["rule"], 0);
+    assert_eq!(plan[0]["spec"]["action_type"], "ensure_sandbox");
+    assert_eq!(plan[0]["spec"]["template"]["ports"], json!([3000]));
+    assert_eq!(plan[1]["action"], 1);
+    assert_eq!(plan[1]["spec"]["action_type"], "deliver_to_port");
 }
 
 #[test]
