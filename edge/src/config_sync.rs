@@ -79,11 +79,15 @@ fn authorized(req: &Request, env: &Env) -> worker::Result<bool> {
     ))
 }
 
-/// The body of `PUT /_hookgate/receivers/{id}`.
+/// The body of `PUT /_hookgate/receivers/{id}`: the host's stored config (secrets
+/// as `secret_ref`) and the secret values it refers to; or a config with its
+/// secrets inline, as a user writes one.
 #[derive(Debug, Deserialize)]
 struct Put {
     status: String,
     config: Value,
+    #[serde(default)]
+    secrets: Vec<(String, String)>,
 }
 
 /// `PUT /_hookgate/receivers/{id}`: the host's current config for a receiver.
@@ -98,7 +102,13 @@ pub async fn put(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         Ok(b) => b,
         Err(e) => return reply::error(400, "bad_request", &format!("request body: {e}")),
     };
-    let receiver = match Receiver::from_json(&body.config) {
+    let given: Vec<Secret> = body
+        .secrets
+        .iter()
+        .map(|(name, value)| Secret::new(name.as_str(), value.as_str()))
+        .collect();
+    let source = |name: &str| given.iter().find(|s| s.name() == name).cloned();
+    let receiver = match Receiver::from_json_with_secrets(&body.config, &source) {
         Ok(r) => r,
         Err(e) => return reply::error(422, "invalid_config", &e.to_string()),
     };

@@ -170,6 +170,7 @@ async fn create(
     let row = row_from(ids::receiver_id(), &receiver, now, now);
     state.store.put_receiver(row.clone()).await?;
     state.refresh_receiver(&row);
+    crate::edge::push(&state, &row);
     tracing::info!(receiver = %row.id, name = %row.name, "receiver created");
     Ok(ok(StatusCode::CREATED, receiver_json(&state, &row)))
 }
@@ -263,6 +264,7 @@ async fn update(
     let row = row_from(old.id.clone(), &receiver, old.created_at, ids::now_millis());
     state.store.put_receiver(row.clone()).await?;
     state.refresh_receiver(&row);
+    crate::edge::push(&state, &row);
     tracing::info!(receiver = %row.id, status = %row.status, "receiver updated");
     Ok(ok(StatusCode::OK, receiver_json(&state, &row)))
 }
@@ -277,6 +279,7 @@ async fn remove(
     row.updated_at = now;
     state.store.put_receiver(row.clone()).await?;
     state.refresh_receiver(&row);
+    crate::edge::push(&state, &row);
     tracing::info!(receiver = %row.id, "receiver deleted");
     Ok(ok(
         StatusCode::OK,

@@ -127,6 +127,11 @@ pub fn app(state: AppState) -> Router {
     ));
     Router::new()
         .route("/hooks/{id}", post(ingest::receive))
+        .route(
+            "/v1/edge/ingest",
+            // An event carries a body of up to 32 MiB, base64-encoded.
+            post(crate::edge::ingest).layer(axum::extract::DefaultBodyLimit::max(48 << 20)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .merge(management)

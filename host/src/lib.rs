@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod dedupe;
+pub mod edge;
 pub mod error;
 pub mod ids;
 pub mod ingest;

@@ -30,7 +30,16 @@ pub struct Settings {
     pub shutdown: Shutdown,
     pub sandbox: Sandbox,
     pub plugins: Plugins,
+    pub edge: Edge,
     pub images: BTreeMap<String, Image>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub url: String,
+    pub admin_token: String,
+    pub forward_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,6 +288,25 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.plugins.max_concurrent) {
             return Err(bad("plugins.max_concurrent", "expected 1..10000"));
+        }
+        let edge = &self.edge;
+        if !(edge.url.is_empty()
+            || edge.url.starts_with("http://")
+            || edge.url.starts_with("https://"))
+        {
+            return Err(bad(
+                "edge.url",
+                "expected the Worker's http:// or https:// URL",
+            ));
+        }
+        if !edge.url.is_empty() && edge.admin_token.is_empty() {
+            return Err(bad(
+                "edge.admin_token",
+                "edge.url needs the Worker's EDGE_ADMIN_TOKEN",
+            ));
+        }
+        if !edge.forward_key.is_empty() && edge.forward_key.len() < 16 {
+            return Err(bad("edge.forward_key", "expected at least 16 characters"));
         }
         if self.storage.max_batch == 0 {
             return Err(bad("storage.max_batch", "expected at least 1"));

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod crash;
+mod edge;
 mod ingest;
 mod jwks;
 mod plugins;

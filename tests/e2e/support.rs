@@ -110,6 +110,27 @@ impl TestHost {
         self.restart_with(|| ()).await
     }
 
+    /// [`TestHost::restart`], awaiting `between` while no host is up.
+    pub async fn restart_after(self, between: impl std::future::Future<Output = ()>) -> Self {
+        let Self {
+            host,
+            memory,
+            client,
+            dir,
+            env,
+        } = self;
+        host.stop().await.unwrap();
+        between.await;
+        let host = Self::boot(dir.path(), memory.clone(), &env).await;
+        Self {
+            host,
+            memory,
+            client,
+            dir,
+            env,
+        }
+    }
+
     /// [`TestHost::restart`], running `between` while no host is up.
     pub async fn restart_with(self, between: impl FnOnce()) -> Self {
         let Self {

@@ -1,0 +1,279 @@
+//! The edge Worker for real: built by `scripts/build-edge` (through wrangler's
+//! build command), run in workerd by `wrangler dev` on loopback, in front of a
+//! real host. Provider → edge → host → sandbox.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{TestHost, github_receiver, github_signature, pr};
+
+const ADMIN: &str = "edge-admin-token-0123456789";
+const FORWARD: &str = "edge-forward-key-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `wrangler dev` of the repository's wrangler.toml; killed on drop.
+struct Edge {
+    child: Child,
+    base: String,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Edge {
+    fn start(port: u16, host_url: &str) -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let state = tempfile::tempdir().unwrap();
+        let secrets_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+        let child = Command::new(root.join("edge/node_modules/.bin/wrangler"))
+            .current_dir(&root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--persist-to")
+            .arg(state.path())
+            .args(["--var", &format!("EDGE_ADMIN_TOKEN:{ADMIN}")])
+            .args(["--var", &format!("EDGE_SECRETS_KEY:{secrets_key}")])
+            .args(["--var", &format!("EDGE_FORWARD_KEY:{FORWARD}")])
+            .args(["--var", &format!("HOST_URL:{host_url}")])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("edge/node_modules/.bin/wrangler (scripts/setup-edge installs it)");
+        let edge = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _state: state,
+        };
+        // The first start builds the Worker (release, size-optimised): minutes.
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return edge;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not start");
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    delivery: &str,
+    body: &[u8],
+    sig: &str,
+) -> (u16, Value) {
+    let resp = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", "pull_request")
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", sig)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn until<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_to_edge_to_host_to_sandbox() {
+    let host_port = free_port();
+    let edge_port = free_port();
+    let host_url = format!("http://127.0.0.1:{host_port}");
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let listen = format!("127.0.0.1:{host_port}");
+    let env = [
+        ("HOOKGATE_LISTEN", listen.as_str()),
+        ("HOOKGATE_EDGE_URL", edge_url.as_str()),
+        ("HOOKGATE_EDGE_ADMIN_TOKEN", ADMIN),
+        ("HOOKGATE_EDGE_FORWARD_KEY", FORWARD),
+    ];
+    let edge = tokio::task::spawn_blocking(move || Edge::start(edge_port, &host_url))
+        .await
+        .unwrap();
+    let t = TestHost::start_with(&env).await;
+    let client = reqwest::Client::new();
+
+    // Creating the receiver on the host pushes it to the edge.
+    let receiver = t.create(github_receiver()).await;
+    let hook = format!("{}/hooks/{receiver}", edge.base);
+    let body = serde_json::to_vec(&pr("opened", 42)).unwrap();
+    let sig = github_signature(&body);
+    until(
+        "the edge to know the receiver",
+        Duration::from_secs(30),
+        || async {
+            post(
+                &client,
+                &format!("{}/hooks/{receiver}", edge.base),
+                "probe",
+                b"{}",
+                "sha256=00",
+            )
+            .await
+            .0 != 404
+        },
+    )
+    .await;
+    let stored_before = t.stored(&receiver).await;
+    assert_eq!(
+        stored_before, 0,
+        "the probe was refused at the edge (bad signature)"
+    );
+
+    let (status, answer) = post(&client, &hook, "gh-1", &body, &sig).await;
+    assert_eq!(status, 202, "{answer}");
+    let edge_id = answer["data"]["delivery_id"].as_str().unwrap().to_owned();
+    until(
+        "the host to have the event",
+        Duration::from_secs(30),
+        || async { t.stored(&receiver).await == 1 },
+    )
+    .await;
+    until("the action to run", Duration::from_secs(30), || async {
+        t.plane().calls().iter().any(
+            |c| matches!(c, hookgate::sandbox::memory::Call::Deliver { body: b, .. } if *b == body),
+        )
+    })
+    .await;
+    let (_, list) = t
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/incoming/{receiver}/deliveries"),
+            None,
+        )
+        .await;
+    let id = list["data"]["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = t.settled(&id).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert!(
+        d["trace"]
+            .to_string()
+            .contains(&format!("accepted at the edge as {edge_id}")),
+        "{d}"
+    );
+    assert!(
+        d["trace"]
+            .to_string()
+            .contains("matched secret github_webhook_secret"),
+        "{d}"
+    );
+
+    // 20 concurrent identical deliveries at the edge: one event at the host.
+    let second = serde_json::to_vec(&pr("opened", 43)).unwrap();
+    let sig2 = github_signature(&second);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (client, hook, second, sig2) =
+            (client.clone(), hook.clone(), second.clone(), sig2.clone());
+        calls.spawn(async move { post(&client, &hook, "gh-2", &second, &sig2).await.0 });
+    }
+    let statuses = calls.join_all().await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        19,
+        "{statuses:?}"
+    );
+    until(
+        "the host to have two events",
+        Duration::from_secs(30),
+        || async { t.stored(&receiver).await == 2 },
+    )
+    .await;
+
+    // A tampered signature stops at the edge.
+    let (status, answer) = post(&client, &hook, "gh-3", &body, "sha256=0000").await;
+    assert_eq!(status, 401, "{answer}");
+
+    // The host goes down; what the edge accepts meanwhile reaches it afterwards.
+    let t = t
+        .restart_after(async {
+            for n in 0..3 {
+                let body = serde_json::to_vec(&pr("opened", 50 + n)).unwrap();
+                let (status, answer) = post(
+                    &client,
+                    &hook,
+                    &format!("down-{n}"),
+                    &body,
+                    &github_signature(&body),
+                )
+                .await;
+                assert_eq!(
+                    status, 202,
+                    "accepted at the edge while the host is down: {answer}"
+                );
+            }
+        })
+        .await;
+    until(
+        "the backlog to reach the host",
+        Duration::from_secs(90),
+        || async { t.stored(&receiver).await == 5 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(t.stored(&receiver).await, 5, "none arrived twice");
+
+    // Disabled on the host: the edge answers 404 once the push lands (KV reads
+    // are cached up to 60 s at the edge).
+    let mut config = github_receiver();
+    config["status"] = json!("disabled");
+    let (status, body) = t
+        .api(
+            reqwest::Method::PUT,
+            &format!("/v1/webhooks/incoming/{receiver}"),
+            Some(config),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = serde_json::to_vec(&pr("opened", 60)).unwrap();
+    let fresh_sig = github_signature(&fresh);
+    until(
+        "the edge to refuse the disabled receiver",
+        Duration::from_secs(75),
+        || async {
+            post(&client, &hook, "after-disable", &fresh, &fresh_sig)
+                .await
+                .0
+                == 404
+        },
+    )
+    .await;
+}
