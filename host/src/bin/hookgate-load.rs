@@ -11,6 +11,11 @@
 //!
 //! Every request is signed and unique (fresh `X-GitHub-Delivery` and body), built
 //! before timing starts. Run through `scripts/bench ingest`.
+//!
+//! `hookgate-load edge` instead measures the edge Worker's ack (in local workerd,
+//! through `wrangler dev`) beside the host's, at the same concurrency, and the
+//! Worker's CPU per request from workerd's own CPU time. Run through
+//! `scripts/bench edge`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,12 +42,13 @@ fn main() -> Result<()> {
         let port: u16 = args.get(1).context("serve-bare <port>")?.parse()?;
         return serve_bare(port);
     }
+    let edge = args.first().map(String::as_str) == Some("edge");
     let mut opts = Options {
-        concurrency: 32,
+        concurrency: if edge { 8 } else { 32 },
         seconds: 10,
         body_bytes: 1024,
     };
-    let mut it = args.iter();
+    let mut it = args.iter().skip(usize::from(edge));
     while let Some(a) = it.next() {
         let mut val = || {
             it.next()
@@ -61,7 +67,11 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(opts))
+    if edge {
+        runtime.block_on(run_edge(opts))
+    } else {
+        runtime.block_on(run(opts))
+    }
 }
 
 fn serve_bare(port: u16) -> Result<()> {
@@ -101,6 +111,20 @@ struct Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        // SIGTERM first: wrangler stops the workerd it started.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -384,6 +408,130 @@ async fn run(opts: Options) -> Result<()> {
     ) {
         let ratio = (h.requests as f64 / h.seconds) / (w.requests as f64 / w.seconds);
         println!("\nhookgate / webhook throughput: {ratio:.1}×");
+    }
+    Ok(())
+}
+
+/// The edge Worker under `wrangler dev`, with the benchmark's receiver pushed to it.
+async fn start_edge() -> Result<Target> {
+    let root = std::env::current_dir()?;
+    let wrangler = root.join("edge/node_modules/.bin/wrangler");
+    if !wrangler.exists() {
+        bail!("{} is missing: run scripts/setup-edge", wrangler.display());
+    }
+    let port = free_port()?;
+    let state = std::env::temp_dir().join(format!("hookgate-load-edge-{port}"));
+    let admin = "load-edge-admin-token";
+    let child = Command::new(&wrangler)
+        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--persist-to")
+        .arg(&state)
+        .args(["--var", &format!("EDGE_ADMIN_TOKEN:{admin}")])
+        .args([
+            "--var",
+            "EDGE_SECRETS_KEY:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ])
+        .args(["--var", "EDGE_FORWARD_KEY:load-edge-forward-key"])
+        // Nothing listens there: forwarding backs off and stays out of the ack path.
+        .args(["--var", "HOST_URL:http://127.0.0.1:9"])
+        .env("WRANGLER_SEND_METRICS", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting wrangler dev")?;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("wrangler dev did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let receiver = json!({
+        "name": "load",
+        "auth": {"auth_type": "provider", "provider": "github", "secret": {"name": "gh", "value": SECRET}},
+        "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "load"},
+        "rules": [{"when": {"json_path": "$.action", "equals": "closed"}, "actions": [{"action_type": "delete_sandbox"}]}]
+    });
+    let resp = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/_hookgate/receivers/load"))
+        .bearer_auth(admin)
+        .json(&json!({"status": "active", "config": receiver}))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("the edge refused the receiver: {}", resp.text().await?);
+    }
+    Ok(Target {
+        name: "edge (workerd)",
+        url: format!("http://127.0.0.1:{port}/hooks/load"),
+        child,
+    })
+}
+
+/// CPU seconds used so far by every workerd process (user + system).
+fn workerd_cpu_seconds() -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.split_once(") ")) else {
+            continue;
+        };
+        if name != "workerd" {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // After the name: state is field 3; utime and stime are fields 14 and 15.
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    // Linux reports in clock ticks of 1/100 s on every supported platform.
+    ticks as f64 / 100.0
+}
+
+async fn run_edge(opts: Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    println!(
+        "concurrency {}, {} s per target, {}-byte signed bodies, every request unique\n",
+        opts.concurrency, opts.seconds, opts.body_bytes
+    );
+    let hookgate = start_hookgate(dir.path()).await?;
+    let _ = drive(&hookgate, &Options { seconds: 1, ..opts }, "warm").await?;
+    let host = drive(&hookgate, &opts, "host").await?;
+    drop(hookgate);
+    let edge = start_edge().await?;
+    let _ = drive(&edge, &Options { seconds: 2, ..opts }, "edge-warm").await?;
+    let cpu_before = workerd_cpu_seconds();
+    let at_edge = drive(&edge, &opts, "edge").await?;
+    let cpu = workerd_cpu_seconds() - cpu_before;
+    drop(edge);
+    println!("| target | requests/s | p50 ack | p99 ack | errors |");
+    println!("|---|---|---|---|---|");
+    for (name, m) in [
+        ("hookgate (host)", &host),
+        ("edge (local workerd)", &at_edge),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            m.requests as f64 / m.seconds,
+            m.p50.as_secs_f64() * 1000.0,
+            m.p99.as_secs_f64() * 1000.0,
+            m.errors
+        );
+    }
+    if at_edge.requests > 0 {
+        println!(
+            "\nworkerd CPU per accepted request at the edge: {:.2} ms ({:.1} s of CPU for {} requests)",
+            1000.0 * cpu / at_edge.requests as f64,
+            cpu,
+            at_edge.requests
+        );
     }
     Ok(())
 }
