@@ -172,9 +172,11 @@ async fn proxy_to_host(mut req: Request, env: &Env, id: &str) -> worker::Result<
         env.var("HOST_URL")?.to_string().trim_end_matches('/')
     );
     let body = req.bytes().await?;
+    let headers = req.headers().clone();
+    headers.set("x-hookgate-edge-proxy", "plugin")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
-        .with_headers(req.headers().clone())
+        .with_headers(headers)
         .with_body(Some(body.into()));
     let mut response = worker::Fetch::Request(Request::new_with_init(&url, &init)?)
         .send()

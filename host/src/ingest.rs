@@ -166,6 +166,9 @@ async fn receive_inner(
     let remote_socket = remote_addr(&req);
     let remote = remote_socket.map(|a| a.ip());
     let (parts, body) = req.into_parts();
+    // Informational only (anyone can send it): the edge passed this request
+    // through because the receiver's auth needs a plugin, which only the host runs.
+    let via_edge = parts.headers.contains_key("x-hookgate-edge-proxy");
     let limited =
         http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
     let timeout = Duration::from_secs(limits.body_timeout_seconds);
@@ -294,6 +297,13 @@ async fn receive_inner(
             .saturating_add(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX))
     });
     let mut trace = eval.trace;
+    if via_edge {
+        trace.push(Step::new(
+            Stage::Auth,
+            Outcome::Pass,
+            "passed through by the edge: this receiver's auth uses a plugin, and plugins run in the host",
+        ));
+    }
     if plan.is_empty() {
         trace.push(Step::new(
             Stage::Action,

@@ -24,7 +24,7 @@ fn free_port() -> u16 {
 struct Edge {
     child: Child,
     base: String,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Drop for Edge {
@@ -57,7 +57,7 @@ impl Edge {
         let edge = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            _state: state,
+            state,
         };
         // The first start builds the Worker (release, size-optimised): minutes.
         let deadline = Instant::now() + Duration::from_secs(900);
@@ -144,6 +144,28 @@ async fn provider_to_edge_to_host_to_sandbox() {
         },
     )
     .await;
+    // KV (and everything else the Worker persisted) holds no secret in clear.
+    let secret = crate::support::GITHUB_SECRET.as_bytes();
+    let mut files = vec![edge.state.path().to_owned()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            scanned += 1;
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "{} holds the receiver's secret in clear",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 0, "the edge persisted something to scan");
     let stored_before = t.stored(&receiver).await;
     assert_eq!(
         stored_before, 0,
@@ -250,6 +272,73 @@ async fn provider_to_edge_to_host_to_sandbox() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(t.stored(&receiver).await, 5, "none arrived twice");
+
+    // A receiver whose auth is a plugin is passed through to the host, which
+    // runs the plugin, and says so in the answer and the trace.
+    let (status, body) = t
+        .client
+        .post(t.url("/v1/plugins?name=discord"))
+        .bearer_auth(&t.host.admin_token)
+        .body(std::fs::read(hookgate_plugin_artifacts::DISCORD_ED25519).unwrap())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map(|s| (s, ()))
+        .unwrap();
+    assert_eq!(status, 201, "{body:?}");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let mut plugin_receiver = github_receiver();
+    plugin_receiver["auth"] = json!({"auth_type": "plugin", "plugin": "discord",
+        "config": {"public_key": hex::encode(key.verifying_key().as_bytes())}});
+    let plugin_id = t.create(plugin_receiver).await;
+    let plugin_hook = format!("{}/hooks/{plugin_id}", edge.base);
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let interaction = serde_json::to_vec(&pr("opened", 70)).unwrap();
+    let mut message = ts.clone().into_bytes();
+    message.extend_from_slice(&interaction);
+    let signature = hex::encode(ed25519_dalek::Signer::sign(&key, &message).to_bytes());
+    // The config push is asynchronous: retry until the edge knows the receiver.
+    let started = Instant::now();
+    let (marked, id) = loop {
+        let resp = client
+            .post(&plugin_hook)
+            .header("Content-Type", "application/json")
+            .header("X-Signature-Ed25519", &signature)
+            .header("X-Signature-Timestamp", &ts)
+            .body(interaction.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 202 {
+            let marked = resp.headers().contains_key("x-hookgate-edge");
+            let answer: Value = resp.json().await.unwrap();
+            break (
+                marked,
+                answer["data"]["delivery_id"].as_str().unwrap().to_owned(),
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the edge never passed the plugin receiver through"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(marked, "the edge says it proxied");
+    let d = t.delivery(&id).await;
+    assert!(
+        d["trace"]
+            .to_string()
+            .contains("passed through by the edge"),
+        "{d}"
+    );
+    assert!(
+        d["trace"].to_string().contains("matched config.public_key"),
+        "{d}"
+    );
 
     // Disabled on the host: the edge answers 404 once the push lands (KV reads
     // are cached up to 60 s at the edge).
