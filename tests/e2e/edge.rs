@@ -366,3 +366,83 @@ async fn provider_to_edge_to_host_to_sandbox() {
     )
     .await;
 }
+
+/// The host's `/v1/edge/ingest` on its own: only the edge's signature, fresh,
+/// gets an event in, and the edge's at-least-once retries are deduped.
+#[tokio::test]
+async fn the_hosts_edge_endpoint_checks_signatures_and_dedupes() {
+    use hmac::{Hmac, Mac};
+    let t = TestHost::start_with(&[("HOOKGATE_EDGE_FORWARD_KEY", FORWARD)]).await;
+    let receiver = t.create(github_receiver()).await;
+    let body = serde_json::to_vec(&pr("opened", 42)).unwrap();
+    let event = json!({
+        "edge_delivery_id": "edg_0123",
+        "receiver_id": receiver,
+        "method": "POST",
+        "url": "https://edge.example/hooks/x",
+        "headers": [["content-type", "YXBwbGljYXRpb24vanNvbg=="]],
+        "body": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body),
+        "remote_addr": "203.0.113.7",
+        "received_at": 1_795_000_000_000_i64,
+        "verified_at": 1_795_000_000_001_i64,
+        "sandbox": "pr-42",
+        "plan": [{"rule": 0, "action": 0, "spec": {"action_type": "ensure_sandbox", "template": {"image": "echo"}}}],
+        "trace": [],
+    })
+    .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |key: &str, ts: u64, body: &str| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{ts}.{body}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let send = |ts: u64, sig: String| {
+        let request = t
+            .client
+            .post(t.url("/v1/edge/ingest"))
+            .header("x-hookgate-edge-timestamp", ts.to_string())
+            .header("x-hookgate-edge-signature", sig)
+            .body(event.clone());
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = send(now, sign(FORWARD, now, &event)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"]["status"], "accepted");
+    let (status, again) = send(now, sign(FORWARD, now, &event)).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["data"]["status"], "duplicate");
+    assert_eq!(again["data"]["delivery_id"], first["data"]["delivery_id"]);
+    let (status, body) = send(now, sign("another-key-0123456789", now, &event)).await;
+    assert_eq!(status, 401, "{body}");
+    let old = now - 3600;
+    let (status, body) = send(old, sign(FORWARD, old, &event)).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("300 s"), "{body}");
+    assert_eq!(t.stored(&receiver).await, 1);
+    let d = t
+        .settled(first["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    assert_eq!(
+        t.plane().calls(),
+        vec![hookgate::sandbox::memory::Call::Ensure("pr-42".into())]
+    );
+
+    // A host with no edge configured has no such endpoint.
+    let plain = TestHost::start().await;
+    let resp = plain
+        .client
+        .post(plain.url("/v1/edge/ingest"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+}
