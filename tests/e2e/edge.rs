@@ -120,7 +120,8 @@ async fn provider_to_edge_to_host_to_sandbox() {
     let edge = tokio::task::spawn_blocking(move || Edge::start(edge_port, &host_url))
         .await
         .unwrap();
-    let t = TestHost::start_with(&env).await;
+    // Real sandboxes: the local plane and its echo server.
+    let t = TestHost::start_configured("", &env).await;
     let client = reqwest::Client::new();
 
     // Creating the receiver on the host pushes it to the edge.
@@ -181,12 +182,6 @@ async fn provider_to_edge_to_host_to_sandbox() {
         || async { t.stored(&receiver).await == 1 },
     )
     .await;
-    until("the action to run", Duration::from_secs(30), || async {
-        t.plane().calls().iter().any(
-            |c| matches!(c, hookgate::sandbox::memory::Call::Deliver { body: b, .. } if *b == body),
-        )
-    })
-    .await;
     let (_, list) = t
         .api(
             reqwest::Method::GET,
@@ -206,6 +201,19 @@ async fn provider_to_edge_to_host_to_sandbox() {
             .contains(&format!("accepted at the edge as {edge_id}")),
         "{d}"
     );
+    // The sandbox pr-42 runs, and its echo server holds the provider's exact bytes.
+    let (_, sandbox) = t
+        .api(reqwest::Method::GET, "/v1/sandboxes/pr-42", None)
+        .await;
+    assert_eq!(sandbox["data"]["state"], "running", "{sandbox}");
+    let port = sandbox["data"]["ports"]["3000"].as_u64().unwrap();
+    let records = t.echo_records(port).await;
+    let sent = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        records[0]["body"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sent, body);
     assert!(
         d["trace"]
             .to_string()

@@ -36,12 +36,47 @@ pub fn settings(dir: &Path, file: Option<&Path>, env: &[(&str, &str)]) -> Settin
     Settings::load(file, vars).unwrap()
 }
 
+/// A test host's data directory. Sandboxes outlive their host on purpose (a
+/// restarted host adopts them), so when the test is over, every process working
+/// inside the directory is stopped before it is removed.
+pub struct DataDir(tempfile::TempDir);
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let Ok(root) = std::fs::canonicalize(self.0.path()) else {
+            return;
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root))
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 pub struct TestHost {
     pub host: Host,
     /// The in-memory plane, unless the host runs the plane its settings name.
     memory: Option<Arc<MemoryPlane>>,
     pub client: reqwest::Client,
-    pub dir: tempfile::TempDir,
+    pub dir: DataDir,
     env: Vec<(String, String)>,
 }
 
@@ -66,7 +101,7 @@ impl TestHost {
         toml: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = DataDir(tempfile::tempdir().unwrap());
         if let Some(toml) = toml {
             // Unmapped images run the echo server of the real `hookgate` binary
             // (this test binary is not one).
