@@ -166,6 +166,8 @@ impl Host {
         };
         for row in store.live_receivers().await? {
             state.refresh_receiver(&row);
+            // A push lost while the host was down is made good at every start.
+            edge::push(&state, &row);
         }
         state.dedupe.load(store.live_keys(ids::now_millis()).await?);
         let resumed = runner.resume_pending().await?;

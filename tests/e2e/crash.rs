@@ -52,14 +52,8 @@ impl Server {
             dir: dir.to_owned(),
             port,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("hookgate did not start listening");
+        crate::support::wait_listening(port, Duration::from_secs(20), "hookgate serve");
+        server
     }
 
     fn restart(mut self) -> Self {

@@ -60,14 +60,8 @@ impl Edge {
             state,
         };
         // The first start builds the Worker (release, size-optimised): minutes.
-        let deadline = Instant::now() + Duration::from_secs(900);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return edge;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("wrangler dev did not start");
+        crate::support::wait_listening(port, Duration::from_secs(900), "wrangler dev");
+        edge
     }
 }
 

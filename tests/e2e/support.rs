@@ -168,23 +168,7 @@ impl TestHost {
 
     /// [`TestHost::restart`], running `between` while no host is up.
     pub async fn restart_with(self, between: impl FnOnce()) -> Self {
-        let Self {
-            host,
-            memory,
-            client,
-            dir,
-            env,
-        } = self;
-        host.stop().await.unwrap();
-        between();
-        let host = Self::boot(dir.path(), memory.clone(), &env).await;
-        Self {
-            host,
-            memory,
-            client,
-            dir,
-            env,
-        }
+        self.restart_after(async { between() }).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -293,6 +277,18 @@ impl TestHost {
         }
         panic!("delivery {id} still pending: {}", self.delivery(id).await);
     }
+}
+
+/// Waits until something accepts connections on loopback `port`.
+pub fn wait_listening(port: u16, limit: Duration, what: &str) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on port {port} within {limit:?}");
 }
 
 pub fn github_signature(body: &[u8]) -> String {
