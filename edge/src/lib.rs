@@ -138,11 +138,11 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(serde_json::to_string(&claim)?.into()));
-    let answer = stub
+    let claimed: inbox::Claimed = stub
         .fetch_with_request(Request::new_with_init("https://inbox/claim", &init)?)
+        .await?
+        .json()
         .await?;
-    let mut answer = answer;
-    let claimed: inbox::Claimed = answer.json().await?;
     if claimed.status == "duplicate" {
         reply::ok(
             200,
