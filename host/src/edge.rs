@@ -31,6 +31,9 @@ use crate::store::{DeliveryRow, PlannedAction, ReceiverRow, StoredRequest};
 
 /// How far the edge's signature timestamp may be from the host's clock.
 const TOLERANCE_SECONDS: i64 = 300;
+/// How long after a receiver's deletion each start pushes the deletion again:
+/// a week covers any host outage worth planning for.
+pub const TOMBSTONE_MILLIS: i64 = 7 * 86_400 * 1000;
 
 /// An event as the edge forwards it (see `edge/src/lib.rs`).
 #[derive(Debug, Deserialize)]

@@ -169,6 +169,13 @@ impl Host {
             // A push lost while the host was down is made good at every start.
             edge::push(&state, &row);
         }
+        if !state.settings.edge.url.is_empty() {
+            // So are recent deletions, which the edge must stop serving.
+            let since = ids::now_millis() - edge::TOMBSTONE_MILLIS;
+            for row in store.receivers_deleted_since(since).await? {
+                edge::push(&state, &row);
+            }
+        }
         state.dedupe.load(store.live_keys(ids::now_millis()).await?);
         let resumed = runner.resume_pending().await?;
         if resumed > 0 {

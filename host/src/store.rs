@@ -522,6 +522,26 @@ impl Store {
         .await
     }
 
+    /// Receivers deleted at or after `since` (epoch milliseconds).
+    pub async fn receivers_deleted_since(&self, since: i64) -> Result<Vec<ReceiverRow>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM receivers WHERE deleted_at IS NOT NULL AND deleted_at >= ?1",
+            )?;
+            let ids: Vec<String> = stmt
+                .query_map(params![since], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(row) = receiver_by_id(c, &id)? {
+                    out.push(row);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Every receiver that is not deleted, for the receiver cache.
     pub async fn live_receivers(&self) -> Result<Vec<ReceiverRow>> {
         self.read(|c| {

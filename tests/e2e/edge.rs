@@ -448,3 +448,74 @@ async fn the_hosts_edge_endpoint_checks_signatures_and_dedupes() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 }
+
+/// Config pushes: every change reaches the edge's admin route with the admin
+/// token, and each start pushes again what exists and what was deleted lately.
+#[tokio::test]
+async fn receiver_changes_are_pushed_and_made_good_at_start() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let fake_edge = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let record = Arc::clone(&record);
+        async move {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            record.lock().unwrap().push((
+                req.method().to_string(),
+                req.uri().path().to_owned(),
+                auth,
+            ));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, fake_edge).await });
+    let t = TestHost::start_with(&[
+        ("HOOKGATE_EDGE_URL", &url),
+        ("HOOKGATE_EDGE_ADMIN_TOKEN", ADMIN),
+    ])
+    .await;
+    let kept = t.create(github_receiver()).await;
+    let gone = t.create(github_receiver()).await;
+    let (status, _) = t
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhooks/incoming/{gone}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let count = |method: &str, id: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, a)| {
+                m == method
+                    && *p == format!("/_hookgate/receivers/{id}")
+                    && a.as_deref() == Some(&format!("Bearer {ADMIN}"))
+            })
+            .count()
+    };
+    until(
+        "the changes to reach the edge",
+        Duration::from_secs(10),
+        || async {
+            count("PUT", &kept) == 1 && count("PUT", &gone) == 1 && count("DELETE", &gone) == 1
+        },
+    )
+    .await;
+    let t = t.restart().await;
+    until(
+        "the start to push again",
+        Duration::from_secs(10),
+        || async { count("PUT", &kept) == 2 && count("DELETE", &gone) == 2 },
+    )
+    .await;
+    assert_eq!(count("PUT", &gone), 1, "a deleted receiver is not put back");
+    drop(t);
+}
