@@ -454,7 +454,9 @@ async fn the_hosts_edge_endpoint_checks_signatures_and_dedupes() {
 #[tokio::test]
 async fn receiver_changes_are_pushed_and_made_good_at_start() {
     use std::sync::{Arc, Mutex};
-    let seen: Arc<Mutex<Vec<(String, String, Option<String>)>>> = Arc::default();
+    /// (method, path, authorization) of each request the fake edge received.
+    type Pushes = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+    let seen: Pushes = Arc::default();
     let record = Arc::clone(&seen);
     let fake_edge = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let record = Arc::clone(&record);
