@@ -505,18 +505,11 @@ impl Store {
             let total: i64 = c
                 .prepare_cached("SELECT COUNT(*) FROM receivers WHERE deleted_at IS NULL")?
                 .query_row([], |r| r.get(0))?;
-            let mut stmt = c.prepare_cached(
+            let out = receivers_where(
+                c,
                 "SELECT id FROM receivers WHERE deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2",
+                params![limit, u64::from(page.saturating_sub(1)) * u64::from(limit)],
             )?;
-            let ids: Vec<String> = stmt
-                .query_map(params![limit, u64::from(page.saturating_sub(1)) * u64::from(limit)], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(row) = receiver_by_id(c, &id)? {
-                    out.push(row);
-                }
-            }
             Ok((out, u64::try_from(total).unwrap_or(0)))
         })
         .await
@@ -525,39 +518,19 @@ impl Store {
     /// Receivers deleted at or after `since` (epoch milliseconds).
     pub async fn receivers_deleted_since(&self, since: i64) -> Result<Vec<ReceiverRow>> {
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
+            receivers_where(
+                c,
                 "SELECT id FROM receivers WHERE deleted_at IS NOT NULL AND deleted_at >= ?1",
-            )?;
-            let ids: Vec<String> = stmt
-                .query_map(params![since], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(row) = receiver_by_id(c, &id)? {
-                    out.push(row);
-                }
-            }
-            Ok(out)
+                params![since],
+            )
         })
         .await
     }
 
     /// Every receiver that is not deleted, for the receiver cache.
     pub async fn live_receivers(&self) -> Result<Vec<ReceiverRow>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT id FROM receivers WHERE deleted_at IS NULL")?;
-            let ids: Vec<String> = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(row) = receiver_by_id(c, &id)? {
-                    out.push(row);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.read(|c| receivers_where(c, "SELECT id FROM receivers WHERE deleted_at IS NULL", []))
+            .await
     }
 
     // ---- deliveries -----------------------------------------------------------
@@ -912,6 +885,25 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
         updated_at: r.get(19)?,
         key_expires_at: r.get(20)?,
     })
+}
+
+/// The receivers whose ids `sql` selects, in its order.
+fn receivers_where<P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<ReceiverRow>> {
+    let ids: Vec<String> = c
+        .prepare_cached(sql)?
+        .query_map(params, |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(row) = receiver_by_id(c, &id)? {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 fn receiver_by_id(c: &Connection, id: &str) -> Result<Option<ReceiverRow>> {
