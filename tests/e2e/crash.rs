@@ -76,8 +76,7 @@ async fn api(
         req = req.json(&b);
     }
     let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::support::answer(resp).await
 }
 
 /// DESIGN.md's GitHub receiver, every event ensuring an echo sandbox and

@@ -82,8 +82,7 @@ async fn post(
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::support::answer(resp).await
 }
 
 async fn until<F, Fut>(what: &str, limit: Duration, mut f: F)

@@ -154,8 +154,7 @@ async fn post(t: &TestHost, path: &str, headers: &[(&str, &str)], body: Vec<u8>)
         req = req.header(*k, *v);
     }
     let resp = req.body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::support::answer(resp).await
 }
 
 #[tokio::test]

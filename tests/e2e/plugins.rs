@@ -39,8 +39,7 @@ async fn upload_bytes(t: &TestHost, name: &str, bytes: Vec<u8>) -> (u16, Value) 
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::support::answer(resp).await
 }
 
 /// A receiver authenticated by `auth`, ensuring one sandbox per event.
@@ -68,8 +67,7 @@ async fn post(
         req = req.header(*n, v);
     }
     let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    crate::support::answer(resp).await
 }
 
 fn error(body: &Value) -> &str {

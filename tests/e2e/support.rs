@@ -190,8 +190,7 @@ impl TestHost {
             req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        answer(resp).await
     }
 
     /// Creates a receiver and returns its id.
@@ -222,8 +221,7 @@ impl TestHost {
             .send()
             .await
             .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        answer(resp).await
     }
 
     /// How many deliveries a receiver has stored.
@@ -277,6 +275,12 @@ impl TestHost {
         }
         panic!("delivery {id} still pending: {}", self.delivery(id).await);
     }
+}
+
+/// A response's status and JSON body (`null` when the body is not JSON).
+pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// Waits until something accepts connections on loopback `port`.
