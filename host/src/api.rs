@@ -392,10 +392,7 @@ async fn replay(
     let row = existing(&state, &original.receiver_id).await?;
     let config = decode_row(&row)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored receiver: {e}")))?;
-    let live = LiveReceiver {
-        id: row.id.clone(),
-        config,
-    };
+    let live = LiveReceiver::new(row.id.clone(), config);
     let headers: Headers = original
         .headers
         .iter()

@@ -33,6 +33,26 @@ use crate::{api, ingest};
 pub struct LiveReceiver {
     pub id: String,
     pub config: Receiver,
+    /// Its plugin verifiers as (plugin, config JSON text), deduplicated: worked
+    /// out once here, not on every request.
+    pub plugin_verifiers: Vec<(String, String)>,
+}
+
+impl LiveReceiver {
+    pub fn new(id: String, config: Receiver) -> Self {
+        let mut plugin_verifiers: Vec<(String, String)> = config
+            .plugin_verifiers()
+            .iter()
+            .map(|p| (p.plugin.clone(), p.config.to_string()))
+            .collect();
+        plugin_verifiers.sort();
+        plugin_verifiers.dedup();
+        Self {
+            id,
+            config,
+            plugin_verifiers,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -73,10 +93,7 @@ impl AppState {
             Ok(config) => {
                 map.insert(
                     row.id.clone(),
-                    Arc::new(LiveReceiver {
-                        id: row.id.clone(),
-                        config,
-                    }),
+                    Arc::new(LiveReceiver::new(row.id.clone(), config)),
                 );
             }
             Err(e) => {

@@ -62,17 +62,7 @@ async fn run_plugin_verifiers(
     live: &LiveReceiver,
     wire: crate::plugins::WireRequest,
 ) -> Result<PluginVerdicts, ApiError> {
-    let mut jobs: Vec<(String, String)> = live
-        .config
-        .plugin_verifiers()
-        .iter()
-        .map(|p| (p.plugin.clone(), p.config.to_string()))
-        .collect();
-    jobs.sort();
-    jobs.dedup();
-    if jobs.is_empty() {
-        return Ok(PluginVerdicts::new());
-    }
+    let jobs = live.plugin_verifiers.clone();
     // A full pool is the host being busy, not the sender being wrong: 503, which
     // providers retry, rather than a 401, which they do not.
     let slot = state.plugins.try_slot().ok_or_else(|| {
@@ -205,7 +195,7 @@ async fn receive_inner(
         received_at: received_at / 1000,
     };
 
-    let plugin_verdicts = if live.config.plugin_verifiers().is_empty() {
+    let plugin_verdicts = if live.plugin_verifiers.is_empty() {
         PluginVerdicts::new()
     } else {
         run_plugin_verifiers(
