@@ -138,6 +138,40 @@ async fn provider_to_edge_to_host_to_sandbox() {
         },
     )
     .await;
+    // The Worker's admin route: the token, then core's field-naming check.
+    let admin = format!("{}/_hookgate/receivers/rcv_x", edge.base);
+    let mut bad = github_receiver();
+    bad["rules"][0]["actions"][1]["port"] = json!(70000);
+    let (status, refused) = crate::support::answer(
+        client
+            .put(&admin)
+            .bearer_auth("wrong-token")
+            .json(&json!({"status": "active", "config": bad}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, refused) = crate::support::answer(
+        client
+            .put(&admin)
+            .bearer_auth(ADMIN)
+            .json(&json!({"status": "active", "config": bad}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("rules[0].actions[1].port: "),
+        "{refused}"
+    );
+
     // KV (and everything else the Worker persisted) holds no secret in clear.
     let secret = crate::support::GITHUB_SECRET.as_bytes();
     let mut files = vec![edge.state.path().to_owned()];
@@ -426,6 +460,34 @@ async fn the_hosts_edge_endpoint_checks_signatures_and_dedupes() {
     let (status, body) = send(old, sign(FORWARD, old, &event)).await;
     assert_eq!(status, 401, "{body}");
     assert!(body["error"].as_str().unwrap().contains("300 s"), "{body}");
+    // Unsigned, and signed but malformed: refused, precisely.
+    let (status, body) = crate::support::answer(
+        t.client
+            .post(t.url("/v1/edge/ingest"))
+            .body(event.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let junk = r#"{"edge_delivery_id": 7}"#;
+    let (status, body) = crate::support::answer(
+        t.client
+            .post(t.url("/v1/edge/ingest"))
+            .header("x-hookgate-edge-timestamp", now.to_string())
+            .header("x-hookgate-edge-signature", sign(FORWARD, now, junk))
+            .body(junk)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().starts_with("edge event: "),
+        "{body}"
+    );
     assert_eq!(t.stored(&receiver).await, 1);
     let d = t
         .settled(first["data"]["delivery_id"].as_str().unwrap())
