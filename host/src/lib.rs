@@ -1,24 +1,32 @@
 //! hookgate's native host: the HTTP server, the durable store, the action runner
 //! and the sandbox planes, assembled by [`Host::start`].
 //!
-//! Modules by domain: [`settings`] (the TOML + env configuration), [`store`]
-//! (SQLite with group commit), [`ingest`] (the receiver endpoint), [`dedupe`]
-//! (in-flight keys), [`api`] (management), [`runner`] (actions), [`sandbox`]
-//! (planes), [`jwks`] (key sets), [`app`] (router and server), [`error`] (the one
-//! mapping from errors to HTTP answers).
+//! Rooms by role, arrows pointing down (no module imports one above it, and no
+//! two import each other; `docs/architecture.md` draws them):
+//! - [`http`]: the router and server, one file per resource, the one mapping
+//!   from errors to answers, the admin-auth layer;
+//! - [`accept`]: durable acceptance of a delivery (dedupe → persist → runner),
+//!   shared by `/hooks`, `/v1/edge/ingest` and replay;
+//! - [`state`]: `AppState` and the receiver cache; [`edge_sync`]: config pushes
+//!   to the edge;
+//! - [`runner`]: actions per sandbox, in order, with retries;
+//! - [`sandbox`] (planes), [`plugins`] (wasmtime), [`dedupe`] (the in-memory
+//!   key index), [`jwks`] (key sets);
+//! - [`store`]: SQLite with group commit;
+//! - [`settings`], [`ids`], [`signal`]: what every room may read.
 
-pub mod api;
-pub mod app;
+pub mod accept;
 pub mod dedupe;
-pub mod edge;
-pub mod error;
+pub mod edge_sync;
+pub mod http;
 pub mod ids;
-pub mod ingest;
 pub mod jwks;
 pub mod plugins;
 pub mod runner;
 pub mod sandbox;
 pub mod settings;
+pub mod signal;
+pub mod state;
 pub mod store;
 
 use std::collections::HashMap;
@@ -32,9 +40,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
 use crate::sandbox::SandboxPlane;
 use crate::settings::Settings;
+use crate::signal::stopped;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// Which sandbox plane a host drives.
@@ -43,7 +52,8 @@ pub enum Plane {
     /// The one `[sandbox] plane` names: local process sandboxes under the data
     /// directory (the default), or another host's plane over HTTP.
     Configured,
-    /// A plane supplied by the caller (tests use [`sandbox::memory::MemoryPlane`]).
+    /// A plane supplied by the caller (tests use the `testkit` feature's
+    /// `sandbox::memory::MemoryPlane`).
     Custom(Arc<dyn SandboxPlane>),
 }
 
@@ -107,44 +117,6 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 impl Host {
     /// Opens the data directory, resumes pending work and starts serving.
     pub async fn start(settings: Settings, plane: Plane) -> Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!(
-                "creating the data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
-        let (admin_token, token_generated) = admin_token(&settings)?;
-        let store = Store::open(&settings.data_dir, &settings)?;
-        let (plane, local): (Arc<dyn SandboxPlane>, _) = match plane {
-            Plane::Custom(p) => (p, None),
-            Plane::Configured if settings.sandbox.plane == settings::PlaneKind::Http => {
-                let remote = sandbox::http::HttpPlane::new(
-                    &settings.sandbox.remote_url,
-                    &settings.sandbox.remote_token,
-                )
-                .context("preparing the HTTP sandbox plane")?;
-                (Arc::new(remote) as Arc<dyn SandboxPlane>, None)
-            }
-            Plane::Configured => {
-                let local = Arc::new(
-                    sandbox::local::LocalPlane::new(&settings, store.clone())
-                        .context("preparing the local sandbox plane")?,
-                );
-                local.adopt().await.context("adopting sandboxes")?;
-                (local.clone() as Arc<dyn SandboxPlane>, Some(local))
-            }
-        };
-        let plugins = Arc::new(
-            plugins::Plugins::new(&settings.plugins, &settings.data_dir.join("plugin-cache"))
-                .context("plugins")?,
-        );
-        load_plugins(&plugins, &store, &settings).await?;
-        let runner = runner::Runner::new(
-            store.clone(),
-            plane.clone(),
-            Arc::clone(&plugins),
-            settings.runner.clone(),
-        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
@@ -152,37 +124,14 @@ impl Host {
         let mut settings = settings;
         // With port 0 the real port is known only now; receiver URLs must name it.
         settings.listen = addr;
-        let state = AppState {
-            keys: jwks::KeySets::new(settings.jwks.clone()),
-            settings: Arc::new(settings),
-            store: store.clone(),
-            runner: runner.clone(),
-            admin_token: Arc::from(admin_token.as_str()),
-            receivers: Arc::new(RwLock::new(HashMap::new())),
-            dedupe: dedupe::Dedupe::default(),
-            metrics: app::metrics_handle(),
-            plane,
-            plugins,
-        };
-        for row in store.live_receivers().await? {
-            state.refresh_receiver(&row);
-            // A push lost while the host was down is made good at every start.
-            edge::push(&state, &row);
-        }
-        if !state.settings.edge.url.is_empty() {
-            // So are recent deletions, which the edge must stop serving.
-            let since = ids::now_millis() - edge::TOMBSTONE_MILLIS;
-            for row in store.receivers_deleted_since(since).await? {
-                edge::push(&state, &row);
-            }
-        }
-        state.dedupe.load(store.live_keys(ids::now_millis()).await?);
-        let resumed = runner.resume_pending().await?;
-        if resumed > 0 {
-            tracing::info!(deliveries = resumed, "resumed deliveries left pending");
-        }
+        let Opened {
+            state,
+            local,
+            admin_token,
+            token_generated,
+        } = open(settings, plane).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let router = app::app(state.clone());
+        let router = http::app(state.clone());
         let task_state = state.clone();
         let task = tokio::spawn(async move {
             let cleaner = tokio::spawn(clean_keys(task_state.clone(), stop_rx.clone()));
@@ -193,7 +142,7 @@ impl Host {
                     stop_rx.clone(),
                 ))
             });
-            app::serve(listener, router, &task_state.settings, stop_rx).await?;
+            http::serve(listener, router, &task_state.settings, stop_rx).await?;
             cleaner.abort();
             if let Some(s) = sweeper {
                 s.abort();
@@ -233,6 +182,84 @@ impl Host {
     pub async fn wait(self) -> Result<()> {
         self.task.await.context("the server task panicked")?
     }
+}
+
+/// A host opened and recovered but not yet serving: what [`Host::start`] serves,
+/// and what handler tests drive without a socket (`http::app(state).oneshot(…)`).
+#[derive(Debug)]
+pub struct Opened {
+    pub state: AppState,
+    /// The local plane, when the host drives one (it has timers to sweep).
+    pub local: Option<Arc<sandbox::local::LocalPlane>>,
+    pub admin_token: String,
+    pub token_generated: bool,
+}
+
+/// Opens the data directory, the store, the plane and the plugins, loads the
+/// receivers and the live dedupe keys, and queues deliveries left pending.
+pub async fn open(settings: Settings, plane: Plane) -> Result<Opened> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "creating the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let (admin_token, token_generated) = admin_token(&settings)?;
+    let store = Store::open(&settings.data_dir, &settings)?;
+    let (plane, local): (Arc<dyn SandboxPlane>, _) = match plane {
+        Plane::Custom(p) => (p, None),
+        Plane::Configured if settings.sandbox.plane == settings::PlaneKind::Http => {
+            let remote = sandbox::remote::HttpPlane::new(
+                &settings.sandbox.remote_url,
+                &settings.sandbox.remote_token,
+            )
+            .context("preparing the HTTP sandbox plane")?;
+            (Arc::new(remote) as Arc<dyn SandboxPlane>, None)
+        }
+        Plane::Configured => {
+            let local = Arc::new(
+                sandbox::local::LocalPlane::new(&settings, store.clone())
+                    .context("preparing the local sandbox plane")?,
+            );
+            local.adopt().await.context("adopting sandboxes")?;
+            (local.clone() as Arc<dyn SandboxPlane>, Some(local))
+        }
+    };
+    let plugins = Arc::new(
+        plugins::Plugins::new(&settings.plugins, &settings.data_dir.join("plugin-cache"))
+            .context("plugins")?,
+    );
+    load_plugins(&plugins, &store, &settings).await?;
+    let runner = runner::Runner::new(
+        store.clone(),
+        plane.clone(),
+        Arc::clone(&plugins),
+        settings.runner.clone(),
+    );
+    let state = AppState {
+        keys: jwks::KeySets::new(settings.jwks.clone()),
+        settings: Arc::new(settings),
+        store: store.clone(),
+        runner: runner.clone(),
+        admin_token: Arc::from(admin_token.as_str()),
+        receivers: Arc::new(RwLock::new(HashMap::new())),
+        dedupe: dedupe::Dedupe::default(),
+        metrics: state::metrics_handle(),
+        plane,
+        plugins,
+    };
+    state.load_receivers().await?;
+    state.dedupe.load(store.live_keys(ids::now_millis()).await?);
+    let resumed = runner.resume_pending().await?;
+    if resumed > 0 {
+        tracing::info!(deliveries = resumed, "resumed deliveries left pending");
+    }
+    Ok(Opened {
+        state,
+        local,
+        admin_token,
+        token_generated,
+    })
 }
 
 /// Installs the uploaded plugins, then those in `plugins.dir` (which win on a name
@@ -303,11 +330,6 @@ async fn load_plugins(
     .context("loading plugins")?
 }
 
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Runs the local plane's sweep every `interval` seconds.
 async fn sweep(
     plane: Arc<sandbox::local::LocalPlane>,
@@ -318,7 +340,7 @@ async fn sweep(
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = crate::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
         }
         plane.sweep().await;
     }
@@ -330,7 +352,7 @@ async fn clean_keys(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = crate::stopped(&mut stop) => return,
+            () = stopped(&mut stop) => return,
         }
         let n = state.dedupe.expire(ids::now_millis());
         if n > 0 {

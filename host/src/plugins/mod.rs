@@ -19,7 +19,6 @@
 //! is a failed attempt. Neither stops the host.
 
 pub mod crypto;
-pub mod routes;
 
 #[allow(
     unsafe_code,

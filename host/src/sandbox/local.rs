@@ -385,7 +385,7 @@ impl LocalPlane {
         tokio::spawn(async move {
             let status = tokio::select! {
                 status = child.wait() => status,
-                () = crate::stopped(&mut released) => return,
+                () = crate::signal::stopped(&mut released) => return,
             };
             // Under the sandbox's lock: an operation in flight saves its row last.
             let _guard = lock_of(&locks, &name).lock_owned().await;

@@ -7,14 +7,17 @@
 //! retries those with backoff and fails the delivery on the rest.
 //!
 //! Two planes are real: [`local`] runs sandboxes as process groups on this
-//! machine, and [`http`] drives the plane of another hookgate host through its
-//! `/v1/sandboxes` API (whose server side is also in [`http`]). [`memory`] records
-//! calls and injects faults for the runner's tests.
+//! machine, and [`remote`] drives the plane of another hookgate host through its
+//! `/v1/sandboxes` API (whose server side is the HTTP room's `sandboxes` routes;
+//! the format both speak is [`wire`]). `memory`, compiled only for tests (the
+//! `testkit` feature), records calls and injects faults for the runner's tests.
 
 pub mod echo;
-pub mod http;
 pub mod local;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
+pub mod remote;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::future::Future;

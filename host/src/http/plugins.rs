@@ -17,10 +17,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{CONTRACT, Installed, PluginError};
-use crate::app::AppState;
-use crate::error::{ApiError, ok};
+use super::error::{ApiError, ok};
 use crate::ids;
+use crate::plugins::{CONTRACT, Installed};
+use crate::state::AppState;
 use crate::store::PluginRow;
 
 /// The largest component accepted; shipped plugins are about 100 KiB.
@@ -33,16 +33,7 @@ pub fn routes() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
 }
 
-impl From<PluginError> for ApiError {
-    fn from(e: PluginError) -> Self {
-        match e {
-            PluginError::Runtime(_) => Self::Internal(anyhow::Error::new(e)),
-            _ => Self::InvalidPlugin(e.to_string()),
-        }
-    }
-}
-
-pub fn plugin_json(p: &Installed) -> Value {
+fn plugin_json(p: &Installed) -> Value {
     json!({
         "name": p.name,
         "world": p.world,
@@ -152,7 +143,7 @@ async fn show(
 async fn users_of(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> {
     let mut users = Vec::new();
     for row in state.store.live_receivers().await? {
-        if let Ok(receiver) = crate::api::decode_row(&row)
+        if let Ok(receiver) = crate::state::decode_row(&row)
             && receiver.plugins().contains(&name)
         {
             users.push(row.id);

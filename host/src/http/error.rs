@@ -1,9 +1,12 @@
-//! One error type for HTTP answers, and the one envelope every answer uses.
+//! One error type for HTTP answers, the one mapping from every room's errors to
+//! it, and the one envelope every answer uses.
 //!
 //! Client errors carry a human sentence and a stable machine code
 //! (`{"success": false, "error": "...", "code": "invalid_config", "timestamp": ...}`);
 //! anything else is logged with its context and answered as a bare 500, so internals
-//! never leak into responses.
+//! never leak into responses. The rooms below HTTP have errors of their own
+//! (store, plane, plugins, acceptance); the `From` impls here are the only place
+//! they become status codes.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -11,7 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::accept::AcceptError;
 use crate::ids;
+use crate::plugins::PluginError;
+use crate::sandbox::PlaneError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,9 +62,40 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl From<PlaneError> for ApiError {
+    fn from(e: PlaneError) -> Self {
+        match e {
+            PlaneError::NotFound(_) => Self::NotFound(e.to_string()),
+            PlaneError::Paused(_) => Self::SandboxPaused(e.to_string()),
+            PlaneError::Unavailable(m) => Self::Unavailable(m),
+            PlaneError::Rejected(m) => Self::SandboxRejected(m),
+        }
+    }
+}
+
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::Runtime(_) => Self::Internal(anyhow::Error::new(e)),
+            _ => Self::InvalidPlugin(e.to_string()),
+        }
+    }
+}
+
+impl From<AcceptError> for ApiError {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::TargetRejected(why) => Self::TargetRejected(why),
+            AcceptError::Busy(why) => Self::Unavailable(why),
+            AcceptError::Store(e) => e.into(),
+            AcceptError::Internal(why) => Self::Internal(anyhow::anyhow!(why)),
+        }
     }
 }
 

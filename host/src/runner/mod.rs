@@ -17,32 +17,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hookgate_core::SandboxName;
-use hookgate_core::config::{Action, AutoResume, Payload};
+use hookgate_core::config::Action;
 use hookgate_core::explain::{Outcome, Stage, Step};
-use hookgate_core::request::is_credential;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::ids;
-use crate::sandbox::{Forward, PlaneError, SandboxPlane};
+use crate::plugins::Plugins;
+use crate::sandbox::{PlaneError, SandboxPlane};
 use crate::settings;
+use crate::signal::stopped;
 use crate::store::{DeliveryRow, Progress, Store};
 
-/// Headers never forwarded into a sandbox: hop-by-hop ones (RFC 9110 §7.6.1) and
-/// those the forward recomputes.
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-];
+mod actions;
+mod forward;
+
+pub use forward::forward;
 
 #[derive(Clone)]
 pub struct Runner {
@@ -58,7 +48,7 @@ impl std::fmt::Debug for Runner {
 struct Inner {
     store: Store,
     plane: Arc<dyn SandboxPlane>,
-    plugins: Arc<crate::plugins::Plugins>,
+    plugins: Arc<Plugins>,
     settings: settings::Runner,
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     tasks: Mutex<JoinSet<()>>,
@@ -85,7 +75,7 @@ impl Runner {
     pub fn new(
         store: Store,
         plane: Arc<dyn SandboxPlane>,
-        plugins: Arc<crate::plugins::Plugins>,
+        plugins: Arc<Plugins>,
         settings: settings::Runner,
     ) -> Self {
         let (stop, _) = watch::channel(false);
@@ -236,7 +226,7 @@ async fn run_delivery(
             if wait > 0 {
                 let stopped = tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => false,
-                    () = crate::stopped(stop) => true,
+                    () = stopped(stop) => true,
                 };
                 if stopped {
                     return Ok(());
@@ -245,7 +235,7 @@ async fn run_delivery(
         }
         d.attempts += 1;
         let started = Instant::now();
-        let result = execute(inner, &action, &sandbox, &d).await;
+        let result = actions::execute(inner, &action, &sandbox, &d).await;
         let elapsed = started.elapsed();
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("hookgate_action_duration_seconds", "action" => action.kind(), "outcome" => outcome)
@@ -357,252 +347,4 @@ fn backoff(s: &settings::Runner, attempt: u32) -> Duration {
     let capped = base.min(s.backoff_max_seconds.saturating_mul(1000));
     let half = capped / 2;
     Duration::from_millis(half + (half as f64 * ids::jitter()) as u64)
-}
-
-async fn execute(
-    inner: &Inner,
-    action: &Action,
-    sandbox: &SandboxName,
-    d: &DeliveryRow,
-) -> Result<String, Failed> {
-    let plane = &inner.plane;
-    match action {
-        Action::EnsureSandbox { template } => {
-            let ensured = plane.ensure(sandbox, template).await?;
-            Ok(format!(
-                "sandbox {sandbox} {}",
-                match ensured {
-                    crate::sandbox::Ensured::Created => "created",
-                    crate::sandbox::Ensured::Existed => "already existed",
-                }
-            ))
-        }
-        Action::ResumeSandbox => plane
-            .resume(sandbox)
-            .await
-            .map(|()| format!("sandbox {sandbox} resumed"))
-            .map_err(Into::into),
-        Action::PauseSandbox => plane
-            .pause(sandbox)
-            .await
-            .map(|()| format!("sandbox {sandbox} paused"))
-            .map_err(Into::into),
-        Action::DeleteSandbox => plane
-            .delete(sandbox)
-            .await
-            .map(|()| format!("sandbox {sandbox} deleted"))
-            .map_err(Into::into),
-        Action::DeliverToPort(spec) => {
-            let forward = forward(d, spec);
-            let first = plane.deliver(sandbox, spec.port, forward.clone()).await;
-            let (response, woke) = match first {
-                Err(PlaneError::Paused(_)) if spec.auto_resume == AutoResume::OnActivity => {
-                    plane.resume(sandbox).await?;
-                    let response = plane.deliver(sandbox, spec.port, forward).await?;
-                    (response, Some("deliver_to_port.auto_resume"))
-                }
-                Err(PlaneError::Paused(name)) => {
-                    return Err(Failed {
-                        retryable: false,
-                        message: format!(
-                            "sandbox {name} is paused, and neither deliver_to_port.auto_resume \
-                             nor its lifecycle.auto_resume is on_activity"
-                        ),
-                    });
-                }
-                Ok(response) if response.resumed => (response, Some("lifecycle.auto_resume")),
-                other => (other?, None),
-            };
-            let mut summary = format!("port {} answered {}", spec.port, response.status);
-            if let Some(by) = woke {
-                summary = format!("sandbox {sandbox} was paused, resumed by {by}; {summary}");
-            }
-            match response.status {
-                200..=399 => Ok(summary),
-                500..=599 | 408 | 429 => Err(Failed {
-                    retryable: true,
-                    message: summary,
-                }),
-                _ => Err(Failed {
-                    retryable: false,
-                    message: summary,
-                }),
-            }
-        }
-        Action::RunScript(script) => {
-            let out = plane
-                .exec(
-                    sandbox,
-                    &script.script,
-                    Duration::from_secs(script.timeout_seconds),
-                )
-                .await?;
-            if out.exit_code == 0 {
-                Ok("script exited 0".to_owned())
-            } else {
-                Err(Failed {
-                    retryable: false,
-                    message: format!("script exited {}: {}", out.exit_code, out.tail),
-                })
-            }
-        }
-        Action::Plugin(p) => run_plugin(inner, p, sandbox, d).await,
-    }
-}
-
-/// How long a plugin's delivery to its sandbox may take.
-const PLUGIN_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs an action plugin on a blocking thread. Its `sandbox.deliver` import
-/// reaches only this delivery's sandbox, through the plane, with the same
-/// path rules and hookgate headers as `deliver_to_port`.
-async fn run_plugin(
-    inner: &Inner,
-    p: &hookgate_core::config::PluginAction,
-    sandbox: &SandboxName,
-    d: &DeliveryRow,
-) -> Result<String, Failed> {
-    use crate::plugins::{ActionCall, Outcome, WireRequest};
-    let call = ActionCall {
-        delivery_id: d.id.clone(),
-        receiver_id: d.receiver_id.clone(),
-        sandbox: sandbox.to_string(),
-        request: WireRequest {
-            method: d.method.clone(),
-            url: d.url.clone(),
-            headers: d.headers.clone(),
-            body: bytes::Bytes::from(d.body.clone()),
-            remote_addr: d.remote_addr.clone(),
-            received_at_ms: u64::try_from(d.received_at).unwrap_or(0),
-        },
-        config: p.config.to_string(),
-    };
-    let name = p.plugin.clone();
-    let plugins = Arc::clone(&inner.plugins);
-    let plane = Arc::clone(&inner.plane);
-    let target = sandbox.clone();
-    let identity = hookgate_headers(d);
-    let runtime = tokio::runtime::Handle::current();
-    let slot = inner.plugins.slot().await;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let deliver: crate::plugins::Deliver = Box::new(move |port, path, content_type, body| {
-            Action::from_json(
-                &json!({"action_type": "deliver_to_port", "port": port, "path": path}),
-            )
-            .map_err(|e| format!("sandbox.deliver: {e}"))?;
-            let mut headers = vec![("Content-Type".to_owned(), content_type.as_bytes().to_vec())];
-            headers.extend(identity.iter().cloned());
-            let forward = Forward {
-                method: "POST".to_owned(),
-                path: path.to_owned(),
-                headers,
-                body: body.into(),
-                timeout: PLUGIN_DELIVERY_TIMEOUT,
-            };
-            runtime
-                .block_on(plane.deliver(&target, port, forward))
-                .map(|r| (r.status, r.excerpt))
-                .map_err(|e| e.to_string())
-        });
-        plugins.run_action(&name, &call, deliver)
-    })
-    .await
-    .map_err(|e| Failed {
-        retryable: true,
-        message: format!("plugin {}: {e}", p.plugin),
-    })?;
-    match outcome {
-        Outcome::Success(m) => Ok(format!("plugin {}: {m}", p.plugin)),
-        Outcome::Retryable(m) => Err(Failed {
-            retryable: true,
-            message: format!("plugin {}: {m}", p.plugin),
-        }),
-        Outcome::Permanent(m) => Err(Failed {
-            retryable: false,
-            message: format!("plugin {}: {m}", p.plugin),
-        }),
-    }
-}
-
-/// The headers that tell a sandbox which delivery a request belongs to.
-fn hookgate_headers(d: &DeliveryRow) -> Vec<(String, Vec<u8>)> {
-    let mut headers = vec![
-        (
-            "X-Hookgate-Delivery-Id".to_owned(),
-            d.id.clone().into_bytes(),
-        ),
-        (
-            "X-Hookgate-Receiver".to_owned(),
-            d.receiver_id.clone().into_bytes(),
-        ),
-    ];
-    if let Some(s) = &d.sandbox {
-        headers.push(("X-Hookgate-Sandbox".to_owned(), s.clone().into_bytes()));
-    }
-    headers
-}
-
-/// The request forwarded for a `deliver_to_port`: the original bytes and content
-/// type, or an envelope; hookgate's headers added; hop-by-hop and credential
-/// headers dropped unless the action lists them in `forward_headers`.
-pub fn forward(d: &DeliveryRow, spec: &hookgate_core::config::DeliverToPort) -> Forward {
-    let path = spec.path.clone().unwrap_or_else(|| "/".to_owned());
-    let extra = |name: &str| {
-        spec.forward_headers
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(name))
-    };
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-    let body = match spec.payload {
-        Payload::Original => {
-            for (name, value) in &d.headers {
-                let lower = name.to_ascii_lowercase();
-                if HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with("x-hookgate-") {
-                    continue;
-                }
-                if is_credential(&lower) && !extra(&lower) {
-                    continue;
-                }
-                headers.push((name.clone(), value.clone()));
-            }
-            bytes::Bytes::from(d.body.clone())
-        }
-        Payload::Envelope => {
-            use base64::Engine;
-            let shown: Vec<serde_json::Value> = d
-                .headers
-                .iter()
-                .filter(|(n, _)| !is_credential(n) || extra(n))
-                .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
-                .collect();
-            let body = match std::str::from_utf8(&d.body) {
-                Ok(text) => json!({"encoding": "utf-8", "data": text}),
-                Err(_) => {
-                    json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)})
-                }
-            };
-            let envelope = json!({
-                "delivery_id": d.id,
-                "receiver_id": d.receiver_id,
-                "sandbox": d.sandbox,
-                "received_at": ids::rfc3339(d.received_at),
-                "method": d.method,
-                "url": d.url,
-                "headers": shown,
-                "body": body,
-                "replay_of": d.replay_of,
-            });
-            headers.push(("Content-Type".to_owned(), b"application/json".to_vec()));
-            bytes::Bytes::from(envelope.to_string())
-        }
-    };
-    headers.extend(hookgate_headers(d));
-    Forward {
-        method: "POST".to_owned(),
-        path,
-        headers,
-        body,
-        timeout: Duration::from_secs(spec.timeout_seconds),
-    }
 }

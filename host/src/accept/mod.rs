@@ -1,0 +1,186 @@
+//! Durable acceptance of a delivery: dedupe claim → persist (group commit) →
+//! settle the key → hand to the runner.
+//!
+//! Every way a delivery enters the host comes through [`accept`]: the receiver
+//! endpoint (`POST /hooks/{id}`), events the edge accepted (`POST
+//! /v1/edge/ingest`) and operator replays. The callers differ in how they
+//! authenticate and where the target and plan come from; what it means for a
+//! delivery to be accepted is written once, here. [`evaluate`] runs core's
+//! pipeline with what only the host has (key sets, plugin verdicts); [`route`]
+//! derives the target and plan for a request already authenticated.
+//!
+//! Nothing is answered before the delivery's row is on disk, and the row carries
+//! its dedupe key, so the key is durable in the same commit.
+
+mod evaluate;
+mod route;
+
+pub use evaluate::{Wire, evaluate};
+pub use route::{plan, route};
+
+use hookgate_core::SandboxName;
+use hookgate_core::explain::{Outcome, Stage, Step, Trace};
+
+use crate::dedupe::{self, Claim, Settled};
+use crate::ids;
+use crate::state::AppState;
+use crate::store::{DeliveryRow, PlannedAction, StoreError, StoredRequest};
+
+/// Why a delivery was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The event names a sandbox its receiver's guards refuse (a 422).
+    #[error("{0}")]
+    TargetRejected(String),
+    /// The host cannot take it now; the sender should retry (a 503).
+    #[error("{0}")]
+    Busy(String),
+    #[error("persisting the delivery: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A delivery's dedupe key: its hash, and until when (Unix ms) it dedupes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupeKey {
+    pub hash: String,
+    pub expires_at: i64,
+}
+
+/// The sandbox a delivery is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Sandbox(SandboxName),
+    /// The receiver's guards refuse the name: the sender is told (422) and
+    /// nothing is stored.
+    Rejected(String),
+    /// Accepted elsewhere, but no usable sandbox: stored as failed with this
+    /// reason, so it is visible and never left pending.
+    Unusable(String),
+}
+
+/// A delivery ready to be accepted.
+#[derive(Debug)]
+pub struct Incoming {
+    pub receiver_id: String,
+    /// Unix ms.
+    pub received_at: i64,
+    pub request: StoredRequest,
+    /// `None`: every request is new (no key configured, or a replay).
+    pub key: Option<DedupeKey>,
+    pub target: Target,
+    pub plan: Vec<PlannedAction>,
+    pub trace: Trace,
+    pub replay_of: Option<String>,
+}
+
+/// What acceptance decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Durable under this id; `status` is what it was stored as.
+    New { delivery_id: String, status: String },
+    /// The key names a delivery already stored.
+    Duplicate { delivery_id: String },
+}
+
+/// Claims the delivery's key (waiting out a concurrent claim of the same key),
+/// stores it, settles the key and queues its actions. A duplicate stores nothing.
+pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, AcceptError> {
+    let mut guard = None;
+    if let Some(key) = &incoming.key {
+        loop {
+            let original =
+                match state
+                    .dedupe
+                    .claim(&incoming.receiver_id, &key.hash, incoming.received_at)
+                {
+                    Claim::Mine(g) => {
+                        guard = Some(g);
+                        break;
+                    }
+                    Claim::Duplicate(original) => original,
+                    Claim::Wait(slot) => match dedupe::settled(slot).await {
+                        Settled::Stored(original) => original,
+                        // The first claimant stored nothing: the key is free again.
+                        Settled::Abandoned => continue,
+                    },
+                };
+            metrics::counter!("hookgate_dedupe_hits_total", "receiver" => incoming.receiver_id.clone())
+                .increment(1);
+            return Ok(Accepted::Duplicate {
+                delivery_id: original,
+            });
+        }
+    }
+
+    let Incoming {
+        receiver_id,
+        received_at,
+        request,
+        key,
+        target,
+        plan,
+        mut trace,
+        replay_of,
+    } = incoming;
+    let (sandbox, unusable) = match target {
+        Target::Sandbox(name) => (Some(name), None),
+        Target::Rejected(why) => return Err(AcceptError::TargetRejected(why)),
+        Target::Unusable(why) => (None, Some(why)),
+    };
+    let status = if plan.is_empty() {
+        // Unless the caller already said why nothing runs, no rule matched.
+        if !trace.steps.iter().any(|s| s.stage == Stage::Action) {
+            trace.push(Step::new(
+                Stage::Action,
+                Outcome::Skip,
+                "no rule matched: nothing to run",
+            ));
+        }
+        "no_match"
+    } else if let Some(why) = &unusable {
+        trace.push(Step::new(
+            Stage::Target,
+            Outcome::Fail,
+            format!("no usable sandbox: {why}; nothing run"),
+        ));
+        "failed"
+    } else {
+        "pending"
+    };
+    let delivery_id = ids::delivery_id();
+    let row = DeliveryRow {
+        idempotency_key: key.as_ref().map(|k| k.hash.clone()),
+        key_expires_at: key.as_ref().map(|k| k.expires_at),
+        sandbox: sandbox.as_ref().map(ToString::to_string),
+        status: status.to_owned(),
+        last_error: unusable.map(|why| format!("no usable sandbox: {why}")),
+        replay_of,
+        ..DeliveryRow::accepted(
+            delivery_id.clone(),
+            receiver_id.clone(),
+            received_at,
+            request,
+            String::new(),
+            plan,
+            trace,
+        )
+    };
+    state.store.insert_delivery(row).await?;
+    if let (Some(g), Some(key)) = (guard, &key) {
+        g.stored(delivery_id.clone(), key.expires_at);
+    }
+    tracing::info!(delivery_id = %delivery_id, receiver = %receiver_id, sandbox = sandbox.as_ref().map(SandboxName::as_str), status, "accepted");
+    if let Some(sandbox) = sandbox
+        && status == "pending"
+    {
+        state
+            .runner
+            .submit(delivery_id.clone(), sandbox.to_string());
+    }
+    Ok(Accepted::New {
+        delivery_id,
+        status: status.to_owned(),
+    })
+}

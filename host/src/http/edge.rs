@@ -1,0 +1,212 @@
+//! `POST /v1/edge/ingest`: the events the edge Worker (`edge/`) accepted.
+//!
+//! Authenticated by the edge's signature, not the admin token: hex HMAC-SHA256
+//! under `edge.forward_key` of `{timestamp}.{body}`, with the timestamp within
+//! five minutes, so a captured request cannot be replayed later. The edge already
+//! authenticated, deduped and planned the event with the same core code; the host
+//! accepts it through the same [`accept::accept`] as its own receiver endpoint.
+//! The edge's alarm delivers at least once, so the host dedupes too: on the
+//! provider's idempotency key when the receiver has one (the same key space as
+//! `/hooks`, so an event that reached both is one delivery), else on the edge
+//! delivery id.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use hookgate_core::SandboxName;
+use hookgate_core::explain::{Outcome, Stage, Step, Trace};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::error::{ApiError, ok};
+use crate::accept::{self, Accepted, DedupeKey, Incoming, Target};
+use crate::ids;
+use crate::state::{AppState, key_expires_at};
+use crate::store::{PlannedAction, StoredRequest};
+
+/// How far the edge's signature timestamp may be from the host's clock.
+const TOLERANCE_SECONDS: i64 = 300;
+
+/// An event as the edge forwards it (see `edge/src/lib.rs`).
+#[derive(Debug, Deserialize)]
+struct EdgeEvent {
+    edge_delivery_id: String,
+    receiver_id: String,
+    method: String,
+    url: String,
+    /// Names and base64 values, in wire order.
+    headers: Vec<(String, String)>,
+    /// Base64.
+    body: String,
+    remote_addr: Option<String>,
+    received_at: i64,
+    verified_at: i64,
+    #[serde(default)]
+    idempotency_key: Option<EdgeKey>,
+    sandbox: Option<String>,
+    #[serde(default)]
+    plan: Vec<Planned>,
+    #[serde(default)]
+    trace: Trace,
+}
+
+/// The provider's idempotency key, as the edge computed it.
+#[derive(Debug, Deserialize)]
+struct EdgeKey {
+    hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Planned {
+    rule: usize,
+    action: usize,
+    spec: Value,
+}
+
+fn signed(key: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// `POST /v1/edge/ingest`.
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = &state.settings.edge.forward_key;
+    if key.is_empty() {
+        return Err(ApiError::NotFound(
+            "no edge is configured (edge.forward_key)".into(),
+        ));
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let timestamp = header("x-hookgate-edge-timestamp");
+    let sent: i64 = timestamp.parse().map_err(|_| {
+        ApiError::SignatureRejected("missing or malformed x-hookgate-edge-timestamp".into())
+    })?;
+    if (ids::now_millis() / 1000 - sent).abs() > TOLERANCE_SECONDS {
+        return Err(ApiError::SignatureRejected(format!(
+            "edge timestamp is more than {TOLERANCE_SECONDS} s from the host's clock"
+        )));
+    }
+    let expected = signed(key, &timestamp, &body);
+    if !hookgate_core::verify::ct_eq(
+        expected.as_bytes(),
+        header("x-hookgate-edge-signature").as_bytes(),
+    ) {
+        return Err(ApiError::SignatureRejected(
+            "x-hookgate-edge-signature does not match edge.forward_key".into(),
+        ));
+    }
+    let event: EdgeEvent = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("edge event: {e}")))?;
+    let body = B64
+        .decode(&event.body)
+        .map_err(|e| ApiError::BadRequest(format!("edge event body: {e}")))?;
+    let mut wire_headers = Vec::with_capacity(event.headers.len());
+    for (i, (name, value)) in event.headers.iter().enumerate() {
+        let value = B64
+            .decode(value)
+            .map_err(|e| ApiError::BadRequest(format!("edge event headers[{i}]: {e}")))?;
+        wire_headers.push((name.clone(), value));
+    }
+
+    // The provider's key when there is one, else the edge's own id: the
+    // alarm delivers at least once.
+    let hash = match &event.idempotency_key {
+        Some(key) => key.hash.clone(),
+        None => {
+            hex::encode(&sha2::Sha256::digest(format!("edge\0{}", event.edge_delivery_id))[..16])
+        }
+    };
+    let live = state.live(&event.receiver_id);
+    let retention = live
+        .as_ref()
+        .map_or(state.settings.dedupe.retention_seconds, |l| {
+            l.retention_seconds(&state.settings)
+        });
+    let mut trace = event.trace;
+    trace.push(Step::new(
+        Stage::Dedupe,
+        Outcome::Pass,
+        format!("accepted at the edge as {}", event.edge_delivery_id),
+    ));
+    let mut plan: Vec<PlannedAction> = event
+        .plan
+        .into_iter()
+        .map(|p| PlannedAction {
+            rule: p.rule,
+            action: p.action,
+            spec: p.spec,
+        })
+        .collect();
+    if live.is_none() {
+        plan.clear();
+        trace.push(Step::new(
+            Stage::Action,
+            Outcome::Skip,
+            "the receiver is no longer active on the host: nothing to run",
+        ));
+    }
+    let target = match event.sandbox.as_deref().map(SandboxName::parse) {
+        Some(Ok(name)) => Target::Sandbox(name),
+        Some(Err(why)) => Target::Unusable(format!(
+            "the edge named the sandbox {:?}: {why}",
+            event.sandbox.as_deref().unwrap_or_default()
+        )),
+        None => Target::Unusable("the edge named no sandbox".to_owned()),
+    };
+    let incoming = Incoming {
+        receiver_id: event.receiver_id.clone(),
+        received_at: event.received_at,
+        request: StoredRequest {
+            verified_at: Some(event.verified_at),
+            method: event.method,
+            url: event.url,
+            headers: wire_headers,
+            body,
+            remote_addr: event.remote_addr,
+        },
+        key: Some(DedupeKey {
+            hash,
+            expires_at: key_expires_at(event.received_at, retention),
+        }),
+        target,
+        plan,
+        trace,
+        replay_of: None,
+    };
+    let edge_delivery_id = event.edge_delivery_id;
+    match accept::accept(&state, incoming).await? {
+        Accepted::New {
+            delivery_id,
+            status,
+        } => {
+            tracing::info!(delivery_id = %delivery_id, edge_delivery_id = %edge_delivery_id, receiver = %event.receiver_id, status = %status, "accepted from the edge");
+            Ok(ok(
+                StatusCode::OK,
+                json!({"delivery_id": delivery_id, "status": "accepted", "edge_delivery_id": edge_delivery_id}),
+            ))
+        }
+        Accepted::Duplicate { delivery_id } => Ok(ok(
+            StatusCode::OK,
+            json!({"delivery_id": delivery_id, "status": "duplicate"}),
+        )),
+    }
+}

@@ -1,0 +1,225 @@
+//! `POST /hooks/{id}`: the receiver URL a provider calls.
+//!
+//! lookup → limits → core's evaluation (authenticate, handshake, key, target,
+//! rules; [`accept::evaluate`]) → acceptance (dedupe → persist → runner;
+//! [`accept::accept`]) → 202. Limits are enforced before anything is buffered:
+//! an over-long URL, too many or too large headers, or a `Content-Length` over
+//! the receiver's limit are refused at once, and a body is read through a limit
+//! that stops at the first byte too many and a deadline that cuts off a slow
+//! client. Nothing is acknowledged before it is on disk.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hookgate_core::Headers;
+use hookgate_core::explain::{Outcome, Stage, Step};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use super::error::{ApiError, ok};
+use super::remote_addr;
+use crate::accept::{self, Accepted, DedupeKey, Incoming, Target, Wire};
+use crate::ids;
+use crate::state::{AppState, key_expires_at};
+use crate::store::StoredRequest;
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    let result = receive_inner(&state, &id, req).await;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(e) => match e {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::SignatureRejected(_) => "unauthorized",
+            ApiError::TooLarge(_) | ApiError::HeadersTooLarge(_) | ApiError::UriTooLong(_) => {
+                "too_large"
+            }
+            ApiError::TargetRejected(_) => "target_rejected",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::BadRequest(_) => "bad_request",
+            _ => "error",
+        },
+    };
+    // Unknown receiver ids are not labels: anyone can invent them.
+    let label = if outcome == "not_found" {
+        "unknown".to_owned()
+    } else {
+        id
+    };
+    metrics::counter!("hookgate_requests_total", "receiver" => label, "outcome" => outcome)
+        .increment(1);
+    match result {
+        Ok((response, _)) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn receive_inner(
+    state: &AppState,
+    id: &str,
+    req: Request,
+) -> Result<(Response, &'static str), ApiError> {
+    let received_at = ids::now_millis();
+    let live = state
+        .live(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no active receiver {id}")))?;
+    let limits = &state.settings.limits;
+
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_url_bytes {
+        return Err(ApiError::UriTooLong(format!(
+            "URL longer than {} bytes",
+            limits.max_url_bytes
+        )));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if req.headers().len() > limits.max_headers || header_bytes > limits.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge(format!(
+            "more than {} headers or {} bytes of headers",
+            limits.max_headers, limits.max_header_bytes
+        )));
+    }
+    let max_body = live.config.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    if let Some(len) = content_length(req.headers())
+        && len > max_body
+    {
+        return Err(ApiError::TooLarge(format!(
+            "body of {len} bytes is over this receiver's {max_body}-byte limit"
+        )));
+    }
+    let remote = remote_addr(&req);
+    let (parts, body) = req.into_parts();
+    // Informational only (anyone can send it): the edge passed this request
+    // through because the receiver's auth needs a plugin, which only the host runs.
+    let via_edge = parts.headers.contains_key("x-hookgate-edge-proxy");
+    let limited =
+        http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+    let timeout = Duration::from_secs(limits.body_timeout_seconds);
+    let body: Bytes = match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => {
+            return Err(ApiError::Timeout(format!(
+                "body not received within {} s",
+                timeout.as_secs()
+            )));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::TooLarge(format!(
+                "body is over this receiver's {max_body}-byte limit"
+            )));
+        }
+        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let headers: Headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let path_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path_query}", state.settings.public_base());
+    let method = parts.method.as_str().to_owned();
+    let wire = Wire {
+        method: &method,
+        url: &url,
+        headers: &headers,
+        body: &body,
+        remote,
+        received_at,
+    };
+    let eval = accept::evaluate(state, &live, wire).await?;
+    if let Err(failure) = &eval.auth {
+        metrics::counter!("hookgate_verify_failures_total", "receiver" => live.id.clone(), "reason" => failure.kind.as_str())
+            .increment(1);
+        tracing::info!(receiver = %live.id, reason = %failure.reason, "verification failed");
+        return Err(ApiError::SignatureRejected(failure.reason.clone()));
+    }
+    let verified_at = ids::now_millis();
+    if let Some(reply) = eval.handshake {
+        let response = (
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            [(header::CONTENT_TYPE, reply.content_type)],
+            reply.body,
+        )
+            .into_response();
+        return Ok((response, "handshake"));
+    }
+
+    let target = match eval.target {
+        Some(Ok(name)) => Target::Sandbox(name),
+        Some(Err(why)) => Target::Rejected(why),
+        None => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "evaluation ended without a target"
+            )));
+        }
+    };
+    let retention = live.retention_seconds(&state.settings);
+    let key = eval.key.map(|k| DedupeKey {
+        hash: k.hash,
+        expires_at: key_expires_at(received_at, retention),
+    });
+    let mut trace = eval.trace;
+    if via_edge {
+        trace.push(Step::new(
+            Stage::Auth,
+            Outcome::Pass,
+            "passed through by the edge: this receiver's auth uses a plugin, and plugins run in the host",
+        ));
+    }
+    let incoming = Incoming {
+        receiver_id: live.id.clone(),
+        received_at,
+        request: StoredRequest {
+            verified_at: Some(verified_at),
+            method,
+            url,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            remote_addr: remote.map(|r| r.ip().to_string()),
+        },
+        key,
+        target,
+        plan: accept::plan(&live, &eval.matched),
+        trace,
+        replay_of: None,
+    };
+    match accept::accept(state, incoming).await? {
+        Accepted::New { delivery_id, .. } => Ok((
+            ok(
+                StatusCode::ACCEPTED,
+                json!({"delivery_id": delivery_id, "status": "accepted"}),
+            ),
+            "accepted",
+        )),
+        Accepted::Duplicate { delivery_id } => Ok((
+            ok(
+                StatusCode::OK,
+                json!({"delivery_id": delivery_id, "status": "duplicate"}),
+            ),
+            "duplicate",
+        )),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
