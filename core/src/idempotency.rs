@@ -10,9 +10,9 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::{ProviderAuth, Receiver, ValueSource};
+use crate::encoding::encode_hex;
 use crate::explain::{Outcome, Stage, Step};
 use crate::request::Event;
-use crate::verify::encode_hex;
 
 /// The key a delivery is deduplicated on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,11 +17,13 @@
 //! order.
 
 pub mod config;
+pub mod encoding;
 pub mod explain;
 pub mod handshake;
 pub mod idempotency;
 pub mod jwks;
 pub mod pipeline;
+pub mod providers;
 pub mod request;
 pub mod rules;
 pub mod secret;
