@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::config::{Auth, ProviderAuth};
 use crate::explain::{Outcome, Stage, Step};
+use crate::providers::Provider;
 use crate::request::Event;
-use crate::verify::providers::Provider;
 
 /// The response to send instead of accepting a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ fn zoom(event: &Event<'_>, secret: &str) -> Option<HandshakeReply> {
         return None;
     }
     let plain = doc.get("payload")?.get("plainToken")?.as_str()?;
-    let encrypted = crate::verify::encode_hex(&crate::verify::hmac::mac(
+    let encrypted = crate::encoding::encode_hex(&crate::verify::hmac::mac(
         crate::config::HmacAlgorithm::Sha256,
         secret.as_bytes(),
         &[plain.as_bytes()],

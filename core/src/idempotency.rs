@@ -7,15 +7,16 @@
 //! from different sources never collide. With no key, a delivery is not deduplicated
 //! and the trace says so; dedupe is never a reason to reject a signed request.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ProviderAuth, Receiver, ValueSource};
+use crate::encoding::encode_hex;
 use crate::explain::{Outcome, Stage, Step};
 use crate::request::Event;
-use crate::verify::encode_hex;
 
 /// The key a delivery is deduplicated on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyKey {
     /// The first 128 bits of `sha256(source description, 0, value)` in hex: fixed
     /// length, source-scoped, and small in the dedupe index. A collision needs

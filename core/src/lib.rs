@@ -14,14 +14,19 @@
 //! and [`explain`]s each decision. Core does no I/O, reads no clock, spawns
 //! nothing, and builds for `wasm32-unknown-unknown`; effects (dedupe, storage,
 //! sandboxes) belong to the runtimes. [`pipeline::evaluate`] runs the steps in
-//! order.
+//! order. [`forward`] is the wire between the two runtimes: the event the edge
+//! forwards to the host once it has accepted it, and the signature it travels
+//! under.
 
 pub mod config;
+pub mod encoding;
 pub mod explain;
+pub mod forward;
 pub mod handshake;
 pub mod idempotency;
 pub mod jwks;
 pub mod pipeline;
+pub mod providers;
 pub mod request;
 pub mod rules;
 pub mod secret;
@@ -34,7 +39,9 @@ pub use request::{Event, Headers, Request};
 pub use secret::Secret;
 pub use target::SandboxName;
 
-/// Everything in core that can fail before a request is evaluated.
+/// Everything in core that can fail outside a verifier's verdict (which is a
+/// [`verify::Failure`]): reading config before a request is evaluated, and
+/// checking a forward from the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A config value is invalid; `path` names it (`rules[1].actions[0].port`).
@@ -43,4 +50,7 @@ pub enum Error {
     /// Config text is not JSON at all.
     #[error("reading config: not valid JSON: {0}")]
     Json(String),
+    /// A forward from the edge was refused.
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
 }

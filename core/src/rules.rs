@@ -7,7 +7,7 @@
 //! JSONPath test false with that reason; it never panics and never fails the
 //! delivery, since header- and query-based rules may still match.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Receiver;
@@ -21,7 +21,7 @@ pub struct Matched(pub usize);
 
 /// One action of a matched rule, as it is frozen with a delivery: what the
 /// runner will run, whichever runtime accepted the event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Planned {
     /// Index of the rule in the receiver's rules.
     pub rule: usize,

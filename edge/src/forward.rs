@@ -4,9 +4,8 @@
 //! alarm comes back with exponential backoff; alarms are at-least-once, and the
 //! host dedupes on the edge delivery id, so nothing arrives twice.
 
-use hmac::{Hmac, Mac};
+use hookgate_core::forward::{self, ForwardedEvent, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, State};
 
 use crate::inbox::Seen;
@@ -22,29 +21,22 @@ struct Backoff {
     next_ms: i64,
 }
 
-/// Signs `body` for the host: hex HMAC-SHA256 under `EDGE_FORWARD_KEY` of
-/// `{timestamp}.{body}`, so a captured request cannot be replayed later.
-fn signature(key: &str, timestamp: u64, body: &str) -> String {
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(format!("{timestamp}.{body}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-async fn send(env: &Env, event: &Value) -> worker::Result<bool> {
+/// Posts one event to the host, signed under `EDGE_FORWARD_KEY` at this moment
+/// (see `hookgate_core::forward`), so a captured request cannot be replayed later.
+async fn send(env: &Env, event: &ForwardedEvent) -> worker::Result<bool> {
     let url = format!(
         "{}/v1/edge/ingest",
         env.var("HOST_URL")?.to_string().trim_end_matches('/')
     );
     let key = env.secret("EDGE_FORWARD_KEY")?.to_string();
-    let body = event.to_string();
-    let timestamp = worker::Date::now().as_millis() / 1000;
+    let body = serde_json::to_string(event)?;
+    let timestamp = i64::try_from(worker::Date::now().as_millis() / 1000).unwrap_or(i64::MAX);
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    headers.set("x-hookgate-edge-timestamp", &timestamp.to_string())?;
+    headers.set(TIMESTAMP_HEADER, &timestamp.to_string())?;
     headers.set(
-        "x-hookgate-edge-signature",
-        &signature(&key, timestamp, &body),
+        SIGNATURE_HEADER,
+        &forward::sign(key.as_bytes(), timestamp, body.as_bytes()),
     )?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -67,7 +59,16 @@ pub async fn drain(state: &State, env: &Env) -> worker::Result<Response> {
     for entry in pending.entries() {
         let pair: js_sys::Array = entry?.into();
         let key = pair.get(0).as_string().unwrap_or_default();
-        let event: Value = serde_wasm_bindgen::from_value(pair.get(1)).unwrap_or(Value::Null);
+        // An entry this Worker cannot read cannot be sent either: it stays, and the
+        // alarm backs off as when the host refuses, rather than losing an event.
+        let event: ForwardedEvent = match serde_wasm_bindgen::from_value(pair.get(1)) {
+            Ok(event) => event,
+            Err(e) => {
+                worker::console_error!("outbox entry {key} is unreadable: {e}");
+                failed = true;
+                break;
+            }
+        };
         if send(env, &event).await? {
             storage.delete(&key).await?;
         } else {

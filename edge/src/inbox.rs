@@ -9,8 +9,8 @@
 //! `put` as its key, before the Worker answers 202; the alarm then forwards the
 //! outbox to the host (see `forward`) and cleans expired keys.
 
+use hookgate_core::forward::ForwardedEvent;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use worker::{DurableObject, Env, Request, Response, State, durable_object};
 
 /// What the Worker asks of its shard.
@@ -20,8 +20,9 @@ pub struct Claim {
     /// request is new).
     pub key_hash: Option<String>,
     pub retention_seconds: u64,
-    /// The accepted event, forwarded to the host as is (plus its edge id).
-    pub event: Value,
+    /// The accepted event, forwarded to the host as is once the shard gives it
+    /// its `edge_delivery_id`.
+    pub event: ForwardedEvent,
 }
 
 /// The shard's answer.
@@ -88,7 +89,7 @@ impl DurableObject for Inbox {
         }
         let id = new_id()?;
         let mut event = claim.event;
-        event["edge_delivery_id"] = json!(id);
+        event.edge_delivery_id = Some(id.clone());
         let records = js_sys::Object::new();
         record(&records, &format!("out:{id}"), &event)?;
         if let Some(hash) = &claim.key_hash {

@@ -14,17 +14,12 @@ mod forward;
 mod inbox;
 mod reply;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use hookgate_core::config::Idempotency;
+use hookgate_core::forward::ForwardedEvent;
 use hookgate_core::verify::NoEnv;
 use hookgate_core::{Headers, Receiver};
 use serde_json::json;
 use worker::{Context, Env, Method, Request, RequestInit, Response, RouteContext, Router, event};
-
-/// The default body limit, as the host's (`limits.max_body_bytes`).
-const MAX_BODY_BYTES: u64 = 1 << 20;
-/// The default dedupe window, as the host's: 72 h, past Stripe's retry horizon.
-const RETENTION_SECONDS: u64 = 72 * 3600;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -51,7 +46,9 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
     if !receiver.plugins().is_empty() {
         return proxy_to_host(req, &ctx.env, &id).await;
     }
-    let limit = receiver.max_body_bytes.unwrap_or(MAX_BODY_BYTES);
+    let limit = receiver
+        .max_body_bytes
+        .unwrap_or(Receiver::DEFAULT_MAX_BODY_BYTES);
     if let Some(length) = req.headers().get("content-length")?
         && length.parse::<u64>().is_ok_and(|n| n > limit)
     {
@@ -103,22 +100,27 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         return reply::error(422, "target_rejected", why);
     }
     let verified_at = worker::Date::now().as_millis();
-    let event = json!({
-        "receiver_id": id,
-        "method": method,
-        "url": url,
-        "headers": headers.iter().map(|(n, v)| json!([n, B64.encode(v)])).collect::<Vec<_>>(),
-        "body": B64.encode(&body),
-        "remote_addr": remote.map(|ip: std::net::IpAddr| ip.to_string()),
-        "received_at": received_at,
-        "verified_at": verified_at,
-        "idempotency_key": eval.key.as_ref().map(|k| json!({"hash": k.hash, "value": k.value})),
-        "sandbox": eval.target.as_ref().and_then(|t| t.as_ref().ok()).map(|s| s.to_string()),
-        "plan": hookgate_core::rules::plan(&receiver, &eval.matched),
-        "trace": eval.trace,
-    });
+    let key_hash = eval.key.as_ref().map(|k| k.hash.clone());
+    let event = ForwardedEvent {
+        edge_delivery_id: None,
+        receiver_id: id.clone(),
+        method,
+        url,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect(),
+        body,
+        remote_addr: remote,
+        received_at: millis(received_at),
+        verified_at: millis(verified_at),
+        idempotency_key: eval.key,
+        sandbox: eval.target.and_then(Result::ok),
+        plan: hookgate_core::rules::plan(&receiver, &eval.matched),
+        trace: eval.trace,
+    };
     let claim = inbox::Claim {
-        key_hash: eval.key.as_ref().map(|k| k.hash.clone()),
+        key_hash,
         retention_seconds: retention(&receiver),
         event,
     };
@@ -161,7 +163,12 @@ fn retention(receiver: &Receiver) -> u64 {
         .idempotency
         .as_ref()
         .and_then(|i| i.retention_seconds)
-        .unwrap_or(RETENTION_SECONDS)
+        .unwrap_or(Idempotency::DEFAULT_RETENTION_SECONDS)
+}
+
+/// A `Date` reading as the forwarded event's Unix milliseconds.
+fn millis(at: u64) -> i64 {
+    i64::try_from(at).unwrap_or(i64::MAX)
 }
 
 /// Plugins run in the host: a receiver whose auth names one is passed through

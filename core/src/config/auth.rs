@@ -13,9 +13,10 @@ use super::decode::{Ctx, Decode, Obj, Path, non_empty, ranged};
 use super::plugin_name;
 use super::source::{Template, TemplatePart, ValueSource, header_name, non_blank};
 use crate::Error;
+use crate::encoding::{decode_base64, decode_hex};
 use crate::jwks::Jwks;
+use crate::providers::{Provider, Scheme, check_secret};
 use crate::secret::Secret;
-use crate::verify::providers::{Provider, Scheme, check_secret};
 
 /// How a receiver proves who sent a request.
 #[derive(Debug, Clone, Serialize)]
@@ -126,6 +127,21 @@ pub enum SecretEncoding {
     Hex,
 }
 
+impl SecretEncoding {
+    /// The HMAC key a secret string stands for.
+    /// `None` when the secret is not valid in its encoding, or decodes to nothing.
+    pub fn decode_key(self, secret: &str) -> Option<Vec<u8>> {
+        match self {
+            Self::Raw => Some(secret.as_bytes().to_vec()),
+            Self::Base64 => {
+                let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+                decode_base64(b64).filter(|k| !k.is_empty())
+            }
+            Self::Hex => decode_hex(secret).filter(|k| !k.is_empty()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SignedPayload {
@@ -223,7 +239,7 @@ impl HmacAuth {
             _ => SecretEncoding::Raw,
         };
         for (i, secret) in secrets.iter().enumerate() {
-            if crate::verify::hmac::decode_key(secret.expose(), secret_encoding).is_none() {
+            if secret_encoding.decode_key(secret.expose()).is_none() {
                 let at = match &secrets {
                     Secrets::Secret(_) => obj.at("secret"),
                     Secrets::Secrets(_) => obj.at("secrets").index(i),
@@ -478,6 +494,16 @@ fn secure_url(url: &str) -> bool {
     matches!(host, "127.0.0.1" | "[::1]" | "localhost")
 }
 
+/// Reads the `provider` field: one of the presets' names.
+fn read_provider(obj: &mut Obj<'_, '_, '_>) -> Result<Provider, Error> {
+    let names = Provider::ALL.map(Provider::name);
+    let name = obj.one_of("provider", &names)?;
+    Ok(Provider::ALL
+        .into_iter()
+        .find(|p| p.name() == name)
+        .unwrap_or(Provider::Github))
+}
+
 /// A provider preset: the provider's own scheme, delivery-id header and tolerance.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderAuth {
@@ -559,7 +585,7 @@ impl Decode for Auth {
                 Self::IpAllowlist(IpAllowlist { cidrs })
             }
             "provider" => {
-                let provider = Provider::read(&mut obj)?;
+                let provider = read_provider(&mut obj)?;
                 let secret: Secret = obj.req("secret")?;
                 check_secret(provider, &secret)
                     .map_err(|e| obj.at("secret").key("value").error(e))?;

@@ -147,6 +147,12 @@ impl Idempotency {
     pub const MIN_RETENTION_SECONDS: u64 = 60;
     /// Thirty days: Stripe retries for three days, nobody for a month.
     pub const MAX_RETENTION_SECONDS: u64 = 30 * 86_400;
+    /// How long a key is remembered when the receiver sets no `retention_seconds`:
+    /// 72 hours, both runtimes' default — the host's `dedupe.retention_seconds` in
+    /// `host/src/settings.default.toml`, and the edge's inbox. It spans Stripe's
+    /// three days of live-mode retries (Stripe's webhook docs), so a retry that
+    /// late still finds its key.
+    pub const DEFAULT_RETENTION_SECONDS: u64 = 72 * 3600;
 }
 
 impl Decode for Idempotency {
@@ -199,6 +205,11 @@ pub struct Receiver {
 impl Receiver {
     /// The largest per-receiver body limit: 32 MiB, beyond any provider's payloads.
     pub const MAX_BODY_BYTES: u64 = 32 << 20;
+    /// The body limit when a receiver sets no `max_body_bytes`: 1 MiB, both
+    /// runtimes' default — the host's `limits.max_body_bytes` in
+    /// `host/src/settings.default.toml`, and the edge's — so a receiver takes the
+    /// same bodies wherever it runs.
+    pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 
     /// Reads a receiver whose secrets are all given inline.
     pub fn from_json(value: &Value) -> Result<Self, Error> {

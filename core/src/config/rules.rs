@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::decode::{Ctx, Decode, Obj, Path, kind, non_empty, ranged};
@@ -417,6 +417,16 @@ impl Action {
             Self::RunScript(_) => "run_script",
             Self::Plugin(_) => "plugin",
         }
+    }
+}
+
+/// An action deserializes as [`Action::from_json`] reads it, checks included, so a
+/// plan that crosses the wire (the edge's forwarded event) holds only actions that
+/// can run.
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Self::from_json(&value).map_err(serde::de::Error::custom)
     }
 }
 

@@ -273,7 +273,7 @@ impl ValueSource {
             }
             Self::BodySha256 => {
                 use sha2::Digest;
-                Ok(vec![crate::verify::encode_hex(&sha2::Sha256::digest(
+                Ok(vec![crate::encoding::encode_hex(&sha2::Sha256::digest(
                     event.request.body,
                 ))])
             }

@@ -11,28 +11,16 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
-use super::{Failure, FailureKind, ct_eq, decode_base64, decode_hex, time};
+use super::{Failure, FailureKind, ct_eq, time};
 use crate::config::source::header_value;
 use crate::config::{
     Encoding, HmacAlgorithm, HmacAuth, SecretEncoding, SignedPayload, TemplatePart, TimestampSpec,
 };
+use crate::encoding::{decode_base64, decode_hex};
 use crate::request::Event;
 
 /// More candidate signatures than this in one request is an attack, not a rotation.
 const MAX_CANDIDATES: usize = 16;
-
-/// The HMAC key a secret string stands for.
-/// `None` when the secret is not valid in its encoding, or decodes to nothing.
-pub fn decode_key(secret: &str, encoding: SecretEncoding) -> Option<Vec<u8>> {
-    match encoding {
-        SecretEncoding::Raw => Some(secret.as_bytes().to_vec()),
-        SecretEncoding::Base64 => {
-            let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-            decode_base64(b64).filter(|k| !k.is_empty())
-        }
-        SecretEncoding::Hex => decode_hex(secret).filter(|k| !k.is_empty()),
-    }
-}
 
 /// HMAC of the concatenation of `chunks`.
 pub fn mac(algorithm: HmacAlgorithm, key: &[u8], chunks: &[&[u8]]) -> Vec<u8> {
@@ -223,7 +211,7 @@ pub(crate) fn check_macs<'s>(
     let mut tried = Vec::new();
     for (name, value) in secrets {
         tried.push(name);
-        let Some(key) = decode_key(value, secret_encoding) else {
+        let Some(key) = secret_encoding.decode_key(value) else {
             continue;
         };
         let expected = mac(algorithm, &key, chunks);

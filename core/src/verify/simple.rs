@@ -9,9 +9,10 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use super::{Failure, FailureKind, ct_eq, decode_base64};
+use super::{Failure, FailureKind, ct_eq};
 use crate::config::source::header_value;
 use crate::config::{BasicAuth, BearerAuth, IpAllowlist, TokenAuth};
+use crate::encoding::decode_base64;
 use crate::request::Event;
 use crate::secret::Secret;
 

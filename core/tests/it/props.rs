@@ -188,7 +188,7 @@ proptest! {
         let _ = Pattern::parse(&s);
         let _ = hookgate_core::verify::time::parse_rfc3339(&s);
         let _ = hookgate_core::request::percent_decode(s.as_bytes(), true);
-        let _ = hookgate_core::verify::decode_hex(&s);
-        let _ = hookgate_core::verify::decode_base64(&s);
+        let _ = hookgate_core::encoding::decode_hex(&s);
+        let _ = hookgate_core::encoding::decode_base64(&s);
     }
 }

@@ -2,8 +2,8 @@
 //! tampered, wrong-secret, missing-header and out-of-tolerance requests signed the
 //! way each provider's official SDK signs them (written here independently of core).
 
+use hookgate_core::providers::Provider;
 use hookgate_core::verify::FailureKind;
-use hookgate_core::verify::providers::Provider;
 use serde_json::{Value, json};
 
 use crate::support::*;
