@@ -12,9 +12,9 @@
 
 use serde_json::Value;
 
+use crate::config::providers::Provider;
 use crate::config::{Auth, ProviderAuth};
 use crate::explain::{Outcome, Stage, Step};
-use crate::providers::Provider;
 use crate::request::Event;
 
 /// The response to send instead of accepting a delivery.

@@ -26,7 +26,6 @@ pub mod handshake;
 pub mod idempotency;
 pub mod jwks;
 pub mod pipeline;
-pub mod providers;
 pub mod request;
 pub mod rules;
 pub mod secret;

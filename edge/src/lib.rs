@@ -115,7 +115,7 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         received_at: millis(received_at),
         verified_at: millis(verified_at),
         idempotency_key: eval.key,
-        sandbox: eval.target.and_then(Result::ok),
+        sandbox: eval.target.and_then(Result::ok).map(|s| s.to_string()),
         plan: hookgate_core::rules::plan(&receiver, &eval.matched),
         trace: eval.trace,
     };

@@ -405,6 +405,21 @@ fn env_value(doc: &toml::Table, key: &str, value: &str) -> toml::Value {
 mod tests {
     use super::*;
 
+    /// The edge has no settings file: it takes these defaults from core, so the
+    /// host's must be the same numbers.
+    #[test]
+    fn defaults_shared_with_the_edge_agree_with_core() {
+        let s = Settings::load(None, Vec::new()).unwrap();
+        assert_eq!(
+            s.limits.max_body_bytes,
+            hookgate_core::Receiver::DEFAULT_MAX_BODY_BYTES
+        );
+        assert_eq!(
+            s.dedupe.retention_seconds,
+            hookgate_core::config::Idempotency::DEFAULT_RETENTION_SECONDS
+        );
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()

@@ -13,9 +13,9 @@ use super::decode::{Ctx, Decode, Obj, Path, non_empty, ranged};
 use super::plugin_name;
 use super::source::{Template, TemplatePart, ValueSource, header_name, non_blank};
 use crate::Error;
+use crate::config::providers::{Provider, Scheme, check_secret};
 use crate::encoding::{decode_base64, decode_hex};
 use crate::jwks::Jwks;
-use crate::providers::{Provider, Scheme, check_secret};
 use crate::secret::Secret;
 
 /// How a receiver proves who sent a request.

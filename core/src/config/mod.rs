@@ -10,6 +10,7 @@
 
 mod auth;
 pub(crate) mod decode;
+pub mod providers;
 mod rules;
 pub(crate) mod source;
 

@@ -1,17 +1,17 @@
 //! Provider presets that need code of their own to verify: GitLab's shared token,
 //! Twilio (URL plus sorted form parameters, or a `bodySHA256` query parameter for
 //! JSON) and HubSpot v3 (method, partly decoded URI, body and timestamp). Every
-//! other preset is an [`HmacAuth`](crate::config::HmacAuth) that `crate::providers`
+//! other preset is an [`HmacAuth`](crate::config::HmacAuth) that `crate::config::providers`
 //! built when the config was read, and runs through the generic HMAC verifier.
 
 use super::hmac::{self, check_macs, check_timestamp};
 use super::{Failure, FailureKind, ct_eq};
+use crate::config::providers::{FIVE_MINUTES, Scheme};
 use crate::config::source::header_value;
 use crate::config::{
     Encoding, HmacAlgorithm, ProviderAuth, SecretEncoding, TimestampFormat, TimestampSpec,
     ValueSource,
 };
-use crate::providers::{FIVE_MINUTES, Scheme};
 use crate::request::{Event, parse_form};
 use crate::secret::Secret;
 

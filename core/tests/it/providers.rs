@@ -2,7 +2,7 @@
 //! tampered, wrong-secret, missing-header and out-of-tolerance requests signed the
 //! way each provider's official SDK signs them (written here independently of core).
 
-use hookgate_core::providers::Provider;
+use hookgate_core::config::providers::Provider;
 use hookgate_core::verify::FailureKind;
 use serde_json::{Value, json};
 

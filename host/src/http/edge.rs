@@ -14,13 +14,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, Mac};
 use hookgate_core::SandboxName;
-use hookgate_core::explain::{Outcome, Stage, Step, Trace};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hookgate_core::explain::{Outcome, Stage, Step};
+use hookgate_core::forward::{self, ForwardedEvent};
+use serde_json::json;
 use sha2::Digest;
 
 use super::error::{ApiError, ok};
@@ -28,54 +25,6 @@ use crate::accept::{self, Accepted, DedupeKey, Incoming, Target};
 use crate::ids;
 use crate::state::{AppState, key_expires_at};
 use crate::store::{PlannedAction, StoredRequest};
-
-/// How far the edge's signature timestamp may be from the host's clock.
-const TOLERANCE_SECONDS: i64 = 300;
-
-/// An event as the edge forwards it (see `edge/src/lib.rs`).
-#[derive(Debug, Deserialize)]
-struct EdgeEvent {
-    edge_delivery_id: String,
-    receiver_id: String,
-    method: String,
-    url: String,
-    /// Names and base64 values, in wire order.
-    headers: Vec<(String, String)>,
-    /// Base64.
-    body: String,
-    remote_addr: Option<String>,
-    received_at: i64,
-    verified_at: i64,
-    #[serde(default)]
-    idempotency_key: Option<EdgeKey>,
-    sandbox: Option<String>,
-    #[serde(default)]
-    plan: Vec<Planned>,
-    #[serde(default)]
-    trace: Trace,
-}
-
-/// The provider's idempotency key, as the edge computed it.
-#[derive(Debug, Deserialize)]
-struct EdgeKey {
-    hash: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Planned {
-    rule: usize,
-    action: usize,
-    spec: Value,
-}
-
-fn signed(key: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
 
 /// `POST /v1/edge/ingest`.
 pub async fn ingest(
@@ -94,46 +43,26 @@ pub async fn ingest(
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
-            .to_owned()
     };
-    let timestamp = header("x-hookgate-edge-timestamp");
-    let sent: i64 = timestamp.parse().map_err(|_| {
-        ApiError::SignatureRejected("missing or malformed x-hookgate-edge-timestamp".into())
-    })?;
-    if (ids::now_millis() / 1000 - sent).abs() > TOLERANCE_SECONDS {
-        return Err(ApiError::SignatureRejected(format!(
-            "edge timestamp is more than {TOLERANCE_SECONDS} s from the host's clock"
-        )));
-    }
-    let expected = signed(key, &timestamp, &body);
-    if !hookgate_core::verify::ct_eq(
-        expected.as_bytes(),
-        header("x-hookgate-edge-signature").as_bytes(),
-    ) {
-        return Err(ApiError::SignatureRejected(
-            "x-hookgate-edge-signature does not match edge.forward_key".into(),
-        ));
-    }
-    let event: EdgeEvent = serde_json::from_slice(&body)
+    forward::verify(
+        key.as_bytes(),
+        header(forward::TIMESTAMP_HEADER),
+        header(forward::SIGNATURE_HEADER),
+        &body,
+        ids::now_millis() / 1000,
+    )
+    .map_err(|e| ApiError::SignatureRejected(e.to_string()))?;
+    let event: ForwardedEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("edge event: {e}")))?;
-    let body = B64
-        .decode(&event.body)
-        .map_err(|e| ApiError::BadRequest(format!("edge event body: {e}")))?;
-    let mut wire_headers = Vec::with_capacity(event.headers.len());
-    for (i, (name, value)) in event.headers.iter().enumerate() {
-        let value = B64
-            .decode(value)
-            .map_err(|e| ApiError::BadRequest(format!("edge event headers[{i}]: {e}")))?;
-        wire_headers.push((name.clone(), value));
-    }
+    let edge_delivery_id = event
+        .edge_delivery_id
+        .ok_or_else(|| ApiError::BadRequest("edge event: edge_delivery_id is missing".into()))?;
 
     // The provider's key when there is one, else the edge's own id: the
     // alarm delivers at least once.
     let hash = match &event.idempotency_key {
         Some(key) => key.hash.clone(),
-        None => {
-            hex::encode(&sha2::Sha256::digest(format!("edge\0{}", event.edge_delivery_id))[..16])
-        }
+        None => hex::encode(&sha2::Sha256::digest(format!("edge\0{edge_delivery_id}"))[..16]),
     };
     let live = state.live(&event.receiver_id);
     let retention = live
@@ -145,7 +74,7 @@ pub async fn ingest(
     trace.push(Step::new(
         Stage::Dedupe,
         Outcome::Pass,
-        format!("accepted at the edge as {}", event.edge_delivery_id),
+        format!("accepted at the edge as {edge_delivery_id}"),
     ));
     let mut plan: Vec<PlannedAction> = event
         .plan
@@ -153,7 +82,7 @@ pub async fn ingest(
         .map(|p| PlannedAction {
             rule: p.rule,
             action: p.action,
-            spec: p.spec,
+            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
         })
         .collect();
     if live.is_none() {
@@ -179,9 +108,9 @@ pub async fn ingest(
             verified_at: Some(event.verified_at),
             method: event.method,
             url: event.url,
-            headers: wire_headers,
-            body,
-            remote_addr: event.remote_addr,
+            headers: event.headers,
+            body: event.body,
+            remote_addr: event.remote_addr.map(|a| a.to_string()),
         },
         key: Some(DedupeKey {
             hash,
@@ -192,7 +121,6 @@ pub async fn ingest(
         trace,
         replay_of: None,
     };
-    let edge_delivery_id = event.edge_delivery_id;
     match accept::accept(&state, incoming).await? {
         Accepted::New {
             delivery_id,

@@ -1,6 +1,6 @@
 //! Provider presets: `{"auth_type": "provider", "provider": "stripe", "secret": …}`.
 //!
-//! A preset is part of a receiver's config, so it lives beside `config` and not in
+//! A preset is part of a receiver's config, so it lives in `config` and not in
 //! `verify`: reading a config builds each preset's `Scheme` once, and `verify`
 //! only runs it. Most providers sign with an HMAC that the generic verifier can
 //! express, so a preset is mostly data: a [`HmacAuth`] built from the provider's
