@@ -110,3 +110,136 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
         timeout: Duration::from_secs(spec.timeout_seconds),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hookgate_core::config::Action;
+    use hookgate_core::explain::Trace;
+
+    use super::*;
+    use crate::store::StoredRequest;
+
+    fn delivery(headers: &[(&str, &[u8])], body: &[u8]) -> DeliveryRow {
+        let request = StoredRequest {
+            verified_at: Some(1),
+            method: "POST".into(),
+            url: "https://gw.example/hooks/rcv_1?x=1".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            remote_addr: None,
+        };
+        DeliveryRow::accepted(
+            "dlv_1".into(),
+            "rcv_1".into(),
+            1_795_000_000_000,
+            request,
+            "pr-42".into(),
+            Vec::new(),
+            Trace::default(),
+        )
+    }
+
+    fn spec(extra: serde_json::Value) -> DeliverToPort {
+        let mut v = json!({"action_type": "deliver_to_port", "port": 3000});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        match Action::from_json(&v).unwrap() {
+            Action::DeliverToPort(spec) => spec,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn names(f: &Forward) -> Vec<String> {
+        f.headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect()
+    }
+
+    const SENT: [(&str, &[u8]); 8] = [
+        ("Content-Type", b"application/json"),
+        ("Connection", b"keep-alive"),
+        ("Transfer-Encoding", b"chunked"),
+        ("Host", b"gw.example"),
+        ("X-Hub-Signature-256", b"sha256=abc"),
+        ("Authorization", b"Bearer t"),
+        ("X-Hookgate-Delivery-Id", b"spoofed"),
+        ("X-GitHub-Event", b"pull_request"),
+    ];
+
+    #[test]
+    fn the_original_keeps_bytes_and_drops_hop_by_hop_credentials_and_spoofs() {
+        let d = delivery(&SENT, &[0xff, 0x00, b'{']);
+        let f = forward(
+            &d,
+            &spec(json!({"path": "/hook?a=1", "timeout_seconds": 7})),
+        );
+        assert_eq!((f.method.as_str(), f.path.as_str()), ("POST", "/hook?a=1"));
+        assert_eq!(f.timeout, Duration::from_secs(7));
+        assert_eq!(&f.body[..], &[0xff, 0x00, b'{']);
+        assert_eq!(
+            names(&f),
+            [
+                "content-type",
+                "x-github-event",
+                "x-hookgate-delivery-id",
+                "x-hookgate-receiver",
+                "x-hookgate-sandbox"
+            ]
+        );
+        // hookgate's own identity, never the sender's.
+        assert!(
+            f.headers
+                .contains(&("X-Hookgate-Delivery-Id".into(), b"dlv_1".to_vec()))
+        );
+        assert!(
+            f.headers
+                .contains(&("X-Hookgate-Sandbox".into(), b"pr-42".to_vec()))
+        );
+    }
+
+    #[test]
+    fn forward_headers_lets_a_named_credential_through() {
+        let d = delivery(&SENT, b"{}");
+        let f = forward(
+            &d,
+            &spec(json!({"forward_headers": ["x-hub-signature-256"]})),
+        );
+        assert_eq!(f.path, "/");
+        assert!(names(&f).contains(&"x-hub-signature-256".to_owned()));
+        assert!(!names(&f).contains(&"authorization".to_owned()));
+    }
+
+    #[test]
+    fn the_envelope_describes_the_delivery_without_credentials() {
+        let d = delivery(&SENT, &[0xff, 0xfe]);
+        let f = forward(&d, &spec(json!({"payload": "envelope"})));
+        let v: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+        assert_eq!(v["delivery_id"], "dlv_1");
+        assert_eq!(v["receiver_id"], "rcv_1");
+        assert_eq!(v["sandbox"], "pr-42");
+        assert_eq!(v["url"], "https://gw.example/hooks/rcv_1?x=1");
+        assert_eq!(v["received_at"], "2026-11-18T11:06:40.000Z");
+        assert_eq!(v["body"], json!({"encoding": "base64", "data": "//4="}));
+        let shown: Vec<&str> = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h[0].as_str().unwrap())
+            .collect();
+        assert!(!shown.contains(&"Authorization") && !shown.contains(&"X-Hub-Signature-256"));
+        assert!(shown.contains(&"X-GitHub-Event"));
+        assert_eq!(names(&f)[0], "content-type");
+        assert_eq!(f.headers[0].1, b"application/json");
+        let text = forward(
+            &delivery(&[], b"{\"a\":1}"),
+            &spec(json!({"payload": "envelope"})),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&text.body).unwrap();
+        assert_eq!(v["body"], json!({"encoding": "utf-8", "data": "{\"a\":1}"}));
+    }
+}

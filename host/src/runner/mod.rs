@@ -253,12 +253,11 @@ async fn run_delivery(
                 d.attempts = 0;
                 d.last_error = None;
                 d.next_attempt_at = None;
-                let status = if d.progress == d.plan.len() {
-                    "succeeded"
+                if d.progress == d.plan.len() {
+                    finish(inner, &mut d, "succeeded", None).await?;
                 } else {
-                    "pending"
-                };
-                save(inner, &d, status).await?;
+                    save(inner, &d, "pending").await?;
+                }
             }
             Err(f) => {
                 let last = !f.retryable || d.attempts >= inner.settings.max_attempts;
@@ -286,7 +285,7 @@ async fn run_delivery(
                     }
                     return finish(inner, &mut d, "failed", Some(why)).await;
                 }
-                let delay = backoff(&inner.settings, d.attempts);
+                let delay = backoff(&inner.settings, d.attempts, ids::jitter());
                 d.next_attempt_at =
                     Some(ids::now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 d.trace.push(Step::new(
@@ -339,12 +338,50 @@ async fn finish(
     save(inner, d, status).await
 }
 
-/// Exponential backoff with equal jitter: half the step fixed, half random.
-fn backoff(s: &settings::Runner, attempt: u32) -> Duration {
+/// Exponential backoff with equal jitter: the step before retry `attempt` is
+/// `min(initial * 2^(attempt-1), max)`; half of it is fixed and half is scaled
+/// by `jitter` (0..1), so retries of many deliveries spread out but none comes
+/// back sooner than half its step.
+fn backoff(s: &settings::Runner, attempt: u32, jitter: f64) -> Duration {
     let base = s
         .backoff_initial_ms
         .saturating_mul(1 << attempt.saturating_sub(1).min(20));
     let capped = base.min(s.backoff_max_seconds.saturating_mul(1000));
     let half = capped / 2;
-    Duration::from_millis(half + (half as f64 * ids::jitter()) as u64)
+    Duration::from_millis(half + (half as f64 * jitter.clamp(0.0, 1.0)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(initial_ms: u64, max_seconds: u64) -> settings::Runner {
+        settings::Runner {
+            max_attempts: 5,
+            backoff_initial_ms: initial_ms,
+            backoff_max_seconds: max_seconds,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_keeps_half_fixed_and_stops_at_the_cap() {
+        let s = settings(1000, 10);
+        let ms = |attempt, jitter| backoff(&s, attempt, jitter).as_millis();
+        // Half the step fixed, half scaled by the jitter.
+        assert_eq!((ms(1, 0.0), ms(1, 0.5), ms(1, 1.0)), (500, 750, 1000));
+        assert_eq!((ms(2, 0.0), ms(2, 1.0)), (1000, 2000));
+        assert_eq!((ms(3, 0.0), ms(3, 1.0)), (2000, 4000));
+        // 8 s, then the 10 s cap from the fifth attempt on.
+        assert_eq!(ms(4, 1.0), 8000);
+        assert_eq!((ms(5, 0.0), ms(5, 1.0)), (5000, 10_000));
+        assert_eq!((ms(60, 0.0), ms(60, 1.0)), (5000, 10_000));
+        // A jitter out of range is clamped, and attempt 0 reads as the first.
+        assert_eq!((ms(1, -3.0), ms(1, 7.0), ms(0, 1.0)), (500, 1000, 1000));
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let s = settings(u64::MAX, u64::MAX);
+        assert!(backoff(&s, u32::MAX, 1.0) >= Duration::from_millis(u64::MAX / 2));
+    }
 }
