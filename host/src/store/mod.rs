@@ -15,10 +15,12 @@
 //! mode lets them proceed while the writer commits. Dedupe keys are columns of
 //! their delivery; the index over them lives in memory (see `dedupe`).
 //!
-//! The tables are created by [`schema`]; the queries live by table: [`receivers`]
-//! (with [`secrets`], written beside them), [`deliveries`], [`sandboxes`],
-//! [`plugins`]. This file holds what they share: the [`Store`] handle with its
-//! `read` and `write` entry points, the errors and the row types.
+//! The database carries its schema version (`PRAGMA user_version`); opening it
+//! applies the numbered migrations it has not had yet and refuses one newer than
+//! this build ([`schema`]). The queries live by table: [`receivers`] (with
+//! [`secrets`], written beside them), [`deliveries`], [`sandboxes`], [`plugins`].
+//! This file holds what they share: the [`Store`] handle with its `read` and
+//! `write` entry points, the errors and the row types.
 //!
 //! rusqlite rather than DESIGN.md's sqlx: group commit is "run these N closures in
 //! one transaction on one thread", which a synchronous connection on a dedicated
@@ -58,6 +60,23 @@ pub enum StoreError {
     WriterGone,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database was written by a newer hookgate; nothing in it was changed.
+    #[error(
+        "the database at {path} has schema version {found}, but this hookgate knows versions up to {known}: run a newer release"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: u32,
+    },
+    /// A migration failed and was rolled back: the database is as it was before it.
+    #[error("migrating the database at {path} to schema version {version} ({what}): {reason}")]
+    Migration {
+        path: String,
+        version: u32,
+        what: &'static str,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -246,7 +265,8 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<data_dir>/hookgate.db` and starts the writer.
+    /// Opens (creating if needed) `<data_dir>/hookgate.db`, brings its schema up
+    /// to date and starts the writer.
     pub fn open(data_dir: &Path, settings: &Settings) -> Result<Self> {
         let path = data_dir.join("hookgate.db");
         let open = |flags| {
@@ -256,14 +276,18 @@ impl Store {
             })
         };
         let writer_conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        writer_conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        // Before anything writes (switching to WAL rewrites the header): a
+        // database from a newer hookgate is refused as it is.
+        schema::version(&writer_conn, &path)?;
         let sync = match settings.storage.synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         };
         writer_conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
         ))?;
-        schema::create(&writer_conn)?;
+        schema::migrate(&writer_conn, &path)?;
         // Checkpoints run on their own thread (see `writer`), not inside a commit:
         // an automatic checkpoint stalls every write queued behind it.
         writer_conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;

@@ -1,14 +1,115 @@
-//! The schema: every table and index the store uses, in one place.
+//! The schema and its migrations: how a database of any earlier release becomes
+//! one this build can use, and why one from a later release is left alone.
 //!
-//! The queries are spread over one file per table; what the columns are is here,
-//! so a reader (or a migration) sees the whole database at once.
+//! The database carries its version in `PRAGMA user_version`. Migrations are
+//! numbered from 1 and only ever appended; opening the store applies, in order,
+//! each one the database has not had, each in its own `BEGIN IMMEDIATE`
+//! transaction that also sets `user_version`, so a crash or a failure leaves the
+//! database at the last version that committed, never half way. hookgate 0.1.0
+//! had no versions: it created its tables (migration 1, kept here verbatim) and
+//! left `user_version` at 0, so a database with those tables and version 0 is
+//! version 1. A database newer than [`LATEST`] is refused before anything
+//! touches it: an older binary cannot know what a newer schema means.
+
+use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::Result;
+use super::{Result, StoreError};
 
-/// Every table, created at every start if it is missing.
-const SCHEMA: &str = r#"
+/// The newest schema version this build knows.
+pub(super) const LATEST: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// One step of the schema's history.
+struct Migration {
+    /// The version a database has once this step has committed.
+    version: u32,
+    /// What it does, for the log and for the error if it fails.
+    what: &'static str,
+    apply: fn(&Connection) -> Result<(), Refusal>,
+}
+
+const MIGRATIONS: [Migration; 1] = [Migration {
+    version: 1,
+    what: "the tables of hookgate 0.1.0",
+    apply: v1,
+}];
+
+/// Why a migration stopped; it becomes [`StoreError::Migration`].
+struct Refusal(String);
+
+impl From<rusqlite::Error> for Refusal {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The database's schema version, refusing one newer than [`LATEST`]. Reads only.
+pub(super) fn version(c: &Connection, path: &Path) -> Result<u32> {
+    let found: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found == 0 {
+        // hookgate 0.1.0 created every table at once and never set a version.
+        let tables: bool = c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'receivers')",
+            [],
+            |r| r.get(0),
+        )?;
+        return Ok(u32::from(tables));
+    }
+    match u32::try_from(found) {
+        Ok(v) if v <= LATEST => Ok(v),
+        _ => Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known: LATEST,
+        }),
+    }
+}
+
+/// Applies every migration the database has not had, in order.
+pub(super) fn migrate(c: &Connection, path: &Path) -> Result<()> {
+    for m in &MIGRATIONS {
+        if version(c, path)? < m.version {
+            apply(c, path, m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one migration and records its version, in one transaction.
+fn apply(c: &Connection, path: &Path, m: &Migration) -> Result<()> {
+    let failed = |reason: String| StoreError::Migration {
+        path: path.display().to_string(),
+        version: m.version,
+        what: m.what,
+        reason,
+    };
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let outcome = match version(c, path) {
+        // Another hookgate on the same directory got here first.
+        Ok(v) if v >= m.version => Ok(false),
+        Ok(_) => (m.apply)(c)
+            .and_then(|()| Ok(c.pragma_update(None, "user_version", m.version)?))
+            .and_then(|()| Ok(c.execute_batch("COMMIT")?))
+            .map(|()| true)
+            .map_err(|Refusal(reason)| failed(reason)),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(true) => {
+            tracing::info!(version = m.version, what = m.what, "database migrated");
+            Ok(())
+        }
+        Ok(false) => Ok(c.execute_batch("ROLLBACK")?),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// hookgate 0.1.0's schema, exactly as it shipped (hence `IF NOT EXISTS`).
+const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS receivers (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -80,6 +181,9 @@ CREATE TABLE IF NOT EXISTS plugins (
 );
 "#;
 
-pub(super) fn create(c: &Connection) -> Result<()> {
-    Ok(c.execute_batch(SCHEMA)?)
+fn v1(c: &Connection) -> Result<(), Refusal> {
+    Ok(c.execute_batch(V1)?)
 }
+
+#[cfg(test)]
+mod tests;
