@@ -1,5 +1,5 @@
 //! The migrations tested on real files: a fresh database, one hookgate 0.1.0 left
-//! behind, one opened again and one from a newer release.
+//! behind, one opened again, one from a newer release and one a migration refuses.
 
 use std::path::PathBuf;
 
@@ -72,6 +72,10 @@ fn user_version(c: &Connection) -> i64 {
         .unwrap()
 }
 
+fn refused(c: &Connection, sql: &str) -> String {
+    c.execute(sql, []).unwrap_err().to_string()
+}
+
 #[test]
 fn a_fresh_database_gets_every_migration() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,6 +83,15 @@ fn a_fresh_database_gets_every_migration() {
     assert_eq!(version(&c, &db(&dir)).unwrap(), 0);
     migrate(&c, &db(&dir)).unwrap();
     assert_eq!(user_version(&c), i64::from(LATEST));
+    for t in &V2 {
+        let check = format!("CHECK ({} IN ({}))", t.column, sql_list(t.allowed));
+        assert!(t.create.contains(&check), "{} lacks {check}", t.table);
+    }
+    let err = refused(
+        &c,
+        "INSERT INTO sandboxes VALUES ('x', 'asleep', 'echo', '{}', '{}', NULL, 1, 1, NULL, NULL, 1)",
+    );
+    assert!(err.contains("CHECK constraint failed"), "{err}");
 }
 
 #[test]
@@ -88,7 +101,10 @@ fn a_v1_database_is_migrated_with_every_row() {
     let before = dump(&c);
     assert_eq!((user_version(&c), version(&c, &db(&dir)).unwrap()), (0, 1));
     migrate(&c, &db(&dir)).unwrap();
-    assert_eq!(version(&c, &db(&dir)).unwrap(), LATEST);
+    assert_eq!(
+        (user_version(&c), version(&c, &db(&dir)).unwrap()),
+        (2, LATEST)
+    );
     assert_eq!(dump(&c), before);
     let indexes: Vec<String> = c
         .prepare(
@@ -107,6 +123,11 @@ fn a_v1_database_is_migrated_with_every_row() {
             "sandbox_events_by_name"
         ]
     );
+    let err = refused(
+        &c,
+        "UPDATE deliveries SET status = 'lost' WHERE id = 'dlv_1'",
+    );
+    assert!(err.contains("CHECK constraint failed"), "{err}");
     let integrity: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -121,7 +142,7 @@ fn opening_a_current_database_again_changes_nothing() {
     let c = Connection::open(db(&dir)).unwrap();
     migrate(&c, &db(&dir)).unwrap();
     // A migration another process applied first is skipped, its transaction ended.
-    apply(&c, &db(&dir), &MIGRATIONS[0]).unwrap();
+    apply(&c, &db(&dir), &MIGRATIONS[1]).unwrap();
     assert!(c.is_autocommit());
     drop(c);
     assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes);
@@ -153,4 +174,24 @@ fn a_newer_database_is_refused_and_left_as_it_is() {
     );
     assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes);
     assert!(!dir.path().join("hookgate.db-wal").exists());
+}
+
+#[test]
+fn a_row_the_new_check_refuses_stops_migration_2_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = v1_database(&db(&dir), "lost");
+    let before = dump(&c);
+    let err = migrate(&c, &db(&dir)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "migrating the database at {} to schema version 2 (the schema checks the state columns): \
+             table deliveries, row id = 'dlv_2': status is 'lost', expected one of 'pending', \
+             'succeeded', 'failed', 'no_match'; correct or delete such rows and start again",
+            db(&dir).display()
+        )
+    );
+    // Rolled back: still version 1 with every row, and nothing checks yet.
+    assert_eq!((user_version(&c), version(&c, &db(&dir)).unwrap()), (0, 1));
+    assert_eq!(dump(&c), before);
 }
