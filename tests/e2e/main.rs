@@ -10,3 +10,4 @@ mod plugins;
 mod runner;
 mod sandbox;
 mod support;
+mod upgrade;

@@ -1,0 +1,197 @@
+//! The migrations tested on real files: a fresh database, one hookgate 0.1.0 left
+//! behind, one opened again, one from a newer release and one a migration refuses.
+
+use std::path::PathBuf;
+
+use super::*;
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("hookgate.db")
+}
+
+/// A database as hookgate 0.1.0 left it: migration 1's tables at version 0,
+/// rows in each, the second delivery's status as given.
+fn v1_database(path: &Path, status: &str) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(V1).unwrap();
+    c.execute_batch(&format!(
+        "INSERT INTO receivers VALUES ('rcv_1', 'gh', 'active', '{{}}', 1, 2, NULL),
+                                      ('rcv_2', 'old', 'disabled', '{{}}', 1, 2, 3);
+         INSERT INTO secrets VALUES ('rcv_1', 'github_webhook_secret', 's3cret');
+         INSERT INTO deliveries (id, receiver_id, received_at, method, url, headers, body,
+                                 status, plan, trace, updated_at)
+           VALUES ('dlv_1', 'rcv_1', 1, 'POST', '/hooks/rcv_1', '[]', x'00ff', 'succeeded', '[]', '{{}}', 1),
+                  ('dlv_2', 'rcv_1', 2, 'POST', '/hooks/rcv_1', '[]', x'', '{status}', '[]', '{{}}', 2);
+         INSERT INTO sandboxes VALUES ('pr-1', 'failed', 'echo', '{{}}', '{{}}', 42, 1, 1, 'signal: 9', 'out', 1);
+         INSERT INTO sandbox_events VALUES ('pr-1', 1, 'created', 'image echo');
+         INSERT INTO plugins VALUES ('p', 'verifier', 'abc', x'0061736d', 50, 16, 1);"
+    ))
+    .unwrap();
+    c
+}
+
+/// Every row of every table (rowid included where there is one), as text.
+fn dump(c: &Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "receivers",
+        "secrets",
+        "deliveries",
+        "sandboxes",
+        "sandbox_events",
+        "plugins",
+    ] {
+        let rowid = if table == "secrets" {
+            ""
+        } else {
+            "rowid || ' ' || "
+        };
+        let columns: Vec<String> = c
+            .prepare("SELECT 'quote(' || name || ')' FROM pragma_table_info(?1) ORDER BY cid")
+            .unwrap()
+            .query_map([table], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let sql = format!(
+            "SELECT '{table} ' || {rowid}{} FROM {table} ORDER BY 1",
+            columns.join(" || ', ' || ")
+        );
+        let mut stmt = c.prepare(&sql).unwrap();
+        out.extend(
+            stmt.query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap),
+        );
+    }
+    out
+}
+
+fn user_version(c: &Connection) -> i64 {
+    c.pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+fn refused(c: &Connection, sql: &str) -> String {
+    c.execute(sql, []).unwrap_err().to_string()
+}
+
+#[test]
+fn a_fresh_database_gets_every_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(db(&dir)).unwrap();
+    assert_eq!(version(&c, &db(&dir)).unwrap(), 0);
+    migrate(&c, &db(&dir)).unwrap();
+    assert_eq!(user_version(&c), i64::from(LATEST));
+    for t in &V2 {
+        let check = format!("CHECK ({} IN ({}))", t.column, sql_list(t.allowed));
+        assert!(t.create.contains(&check), "{} lacks {check}", t.table);
+    }
+    let err = refused(
+        &c,
+        "INSERT INTO sandboxes VALUES ('x', 'asleep', 'echo', '{}', '{}', NULL, 1, 1, NULL, NULL, 1)",
+    );
+    assert!(err.contains("CHECK constraint failed"), "{err}");
+}
+
+#[test]
+fn a_v1_database_is_migrated_with_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = v1_database(&db(&dir), "pending");
+    let before = dump(&c);
+    assert_eq!((user_version(&c), version(&c, &db(&dir)).unwrap()), (0, 1));
+    migrate(&c, &db(&dir)).unwrap();
+    assert_eq!(
+        (user_version(&c), version(&c, &db(&dir)).unwrap()),
+        (2, LATEST)
+    );
+    assert_eq!(dump(&c), before);
+    let indexes: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        indexes,
+        [
+            "deliveries_by_receiver",
+            "deliveries_pending",
+            "sandbox_events_by_name"
+        ]
+    );
+    let err = refused(
+        &c,
+        "UPDATE deliveries SET status = 'lost' WHERE id = 'dlv_1'",
+    );
+    assert!(err.contains("CHECK constraint failed"), "{err}");
+    let integrity: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+}
+
+#[test]
+fn opening_a_current_database_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    migrate(&v1_database(&db(&dir), "failed"), &db(&dir)).unwrap();
+    let bytes = std::fs::read(db(&dir)).unwrap();
+    let c = Connection::open(db(&dir)).unwrap();
+    migrate(&c, &db(&dir)).unwrap();
+    // A migration another process applied first is skipped, its transaction ended.
+    apply(&c, &db(&dir), &MIGRATIONS[1]).unwrap();
+    assert!(c.is_autocommit());
+    drop(c);
+    assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes);
+}
+
+#[test]
+fn a_newer_database_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    v1_database(&db(&dir), "pending")
+        .pragma_update(None, "user_version", 7)
+        .unwrap();
+    let bytes = std::fs::read(db(&dir)).unwrap();
+    let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+    let err = crate::store::Store::open(dir.path(), &settings).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::TooNew {
+            found: 7,
+            known: LATEST,
+            ..
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the database at {} has schema version 7, but this hookgate knows versions up to {LATEST}: run a newer release",
+            db(&dir).display()
+        )
+    );
+    assert_eq!(std::fs::read(db(&dir)).unwrap(), bytes);
+    assert!(!dir.path().join("hookgate.db-wal").exists());
+}
+
+#[test]
+fn a_row_the_new_check_refuses_stops_migration_2_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = v1_database(&db(&dir), "lost");
+    let before = dump(&c);
+    let err = migrate(&c, &db(&dir)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "migrating the database at {} to schema version 2 (the schema checks the state columns): \
+             table deliveries, row id = 'dlv_2': status is 'lost', expected one of 'pending', \
+             'succeeded', 'failed', 'no_match'; correct or delete such rows and start again",
+            db(&dir).display()
+        )
+    );
+    // Rolled back: still version 1 with every row, and nothing checks yet.
+    assert_eq!((user_version(&c), version(&c, &db(&dir)).unwrap()), (0, 1));
+    assert_eq!(dump(&c), before);
+}
