@@ -23,7 +23,7 @@ use crate::plugins::Plugins;
 use crate::runner::Runner;
 use crate::sandbox::SandboxPlane;
 use crate::settings::Settings;
-use crate::store::{ReceiverRow, Store, StoreError};
+use crate::store::{ReceiverRow, ReceiverStatus, Store, StoreError};
 use crate::{edge_sync, ids};
 
 /// A receiver as the endpoint serves it.
@@ -119,7 +119,7 @@ impl AppState {
             .receivers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if row.deleted_at.is_some() || row.status != "active" {
+        if row.deleted_at.is_some() || row.status != ReceiverStatus::Active {
             map.remove(&row.id);
             return;
         }

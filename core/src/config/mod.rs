@@ -53,6 +53,23 @@ pub enum Status {
     Disabled,
 }
 
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
 /// Which sandbox an event is for.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "target_type", rename_all = "snake_case")]
@@ -349,10 +366,11 @@ impl Decode for Receiver {
         if description.as_ref().is_some_and(|d| d.len() > 4096) {
             return Err(obj.at("description").error("longer than 4096 bytes"));
         }
-        let status = match obj.opt_one_of("status", &["active", "disabled"])? {
-            Some("disabled") => Status::Disabled,
-            _ => Status::Active,
-        };
+        let names = [Status::Active.as_str(), Status::Disabled.as_str()];
+        let status = obj
+            .opt_one_of("status", &names)?
+            .and_then(Status::parse)
+            .unwrap_or_default();
         let auth = obj.req("auth")?;
         let target = obj.req("target")?;
         let idempotency = obj.opt("idempotency")?;

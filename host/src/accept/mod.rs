@@ -24,7 +24,7 @@ use hookgate_core::explain::{Outcome, Stage, Step, Trace};
 use crate::dedupe::{self, Claim, Settled};
 use crate::ids;
 use crate::state::AppState;
-use crate::store::{DeliveryRow, PlannedAction, StoreError, StoredRequest};
+use crate::store::{DeliveryRow, DeliveryStatus, PlannedAction, StoreError, StoredRequest};
 
 /// Why a delivery was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +79,10 @@ pub struct Incoming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// Durable under this id; `status` is what it was stored as.
-    New { delivery_id: String, status: String },
+    New {
+        delivery_id: String,
+        status: DeliveryStatus,
+    },
     /// The key names a delivery already stored.
     Duplicate { delivery_id: String },
 }
@@ -138,23 +141,23 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
                 "no rule matched: nothing to run",
             ));
         }
-        "no_match"
+        DeliveryStatus::NoMatch
     } else if let Some(why) = &unusable {
         trace.push(Step::new(
             Stage::Target,
             Outcome::Fail,
             format!("no usable sandbox: {why}; nothing run"),
         ));
-        "failed"
+        DeliveryStatus::Failed
     } else {
-        "pending"
+        DeliveryStatus::Pending
     };
     let delivery_id = ids::delivery_id();
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
         key_expires_at: key.as_ref().map(|k| k.expires_at),
         sandbox: sandbox.as_ref().map(ToString::to_string),
-        status: status.to_owned(),
+        status,
         last_error: unusable.map(|why| format!("no usable sandbox: {why}")),
         replay_of,
         ..DeliveryRow::accepted(
@@ -171,9 +174,9 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     if let (Some(g), Some(key)) = (guard, &key) {
         g.stored(delivery_id.clone(), key.expires_at);
     }
-    tracing::info!(delivery_id = %delivery_id, receiver = %receiver_id, sandbox = sandbox.as_ref().map(SandboxName::as_str), status, "accepted");
+    tracing::info!(delivery_id = %delivery_id, receiver = %receiver_id, sandbox = sandbox.as_ref().map(SandboxName::as_str), status = status.as_str(), "accepted");
     if let Some(sandbox) = sandbox
-        && status == "pending"
+        && status == DeliveryStatus::Pending
     {
         state
             .runner
@@ -181,6 +184,6 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     }
     Ok(Accepted::New {
         delivery_id,
-        status: status.to_owned(),
+        status,
     })
 }

@@ -23,7 +23,7 @@ use super::{Page, pagination};
 use crate::accept::{self, Accepted, Incoming};
 use crate::ids;
 use crate::state::{AppState, LiveReceiver, decode_row};
-use crate::store::DeliveryRow;
+use crate::store::{DeliveryRow, DeliveryStatus};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,30 +32,26 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deliveries/{id}/replay", post(replay))
 }
 
-const STATUSES: [&str; 4] = ["pending", "succeeded", "failed", "no_match"];
-
 async fn deliveries(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<Page>,
 ) -> Result<Response, ApiError> {
     let (page, limit) = q.parse()?;
-    if let Some(s) = &q.status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "status: expected one of {}, found {s:?}",
-            STATUSES.join(", ")
-        )));
-    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status: expected one of {}, found {text:?}",
+                DeliveryStatus::names()
+            ))
+        })?),
+    };
     // History outlives deletion: a deleted receiver's deliveries stay listed.
     if state.store.receiver(id.clone()).await?.is_none() {
         return Err(ApiError::NotFound(format!("no receiver {id}")));
     }
-    let (rows, total) = state
-        .store
-        .deliveries(id, q.status.clone(), page, limit)
-        .await?;
+    let (rows, total) = state.store.deliveries(id, status, page, limit).await?;
     let list: Vec<Value> = rows.iter().map(|d| delivery_json(d, false)).collect();
     Ok(ok(
         StatusCode::OK,

@@ -78,10 +78,7 @@ fn row_from(id: String, receiver: &Receiver, created_at: i64, now: i64) -> Recei
     ReceiverRow {
         id,
         name: receiver.name.clone(),
-        status: match receiver.status {
-            hookgate_core::config::Status::Active => "active".to_owned(),
-            hookgate_core::config::Status::Disabled => "disabled".to_owned(),
-        },
+        status: receiver.status,
         config: serde_json::to_value(receiver).unwrap_or_default(),
         secrets: receiver
             .secrets()
@@ -167,7 +164,7 @@ async fn update(
     check_installable(&state, &receiver)?;
     let row = row_from(old.id.clone(), &receiver, old.created_at, ids::now_millis());
     state.save_receiver(row.clone()).await?;
-    tracing::info!(receiver = %row.id, status = %row.status, "receiver updated");
+    tracing::info!(receiver = %row.id, status = row.status.as_str(), "receiver updated");
     Ok(ok(StatusCode::OK, receiver_json(&state, &row)))
 }
 

@@ -27,7 +27,7 @@ use crate::plugins::Plugins;
 use crate::sandbox::{PlaneError, SandboxPlane};
 use crate::settings;
 use crate::signal::stopped;
-use crate::store::{DeliveryRow, Progress, Store};
+use crate::store::{DeliveryRow, DeliveryStatus, Progress, Store};
 
 mod actions;
 mod forward;
@@ -188,7 +188,7 @@ async fn run_delivery(
     let Some(mut d) = inner.store.delivery(id.to_owned()).await? else {
         return Ok(());
     };
-    if d.status != "pending" {
+    if d.status != DeliveryStatus::Pending {
         return Ok(());
     }
     let Some(sandbox) = d
@@ -217,7 +217,7 @@ async fn run_delivery(
                 let msg = format!("{label}: stored action is unreadable: {e}");
                 d.trace
                     .push(Step::new(Stage::Action, Outcome::Fail, msg.clone()));
-                return finish(inner, &mut d, "failed", Some(msg)).await;
+                return finish(inner, &mut d, DeliveryStatus::Failed, Some(msg)).await;
             }
         };
         // Wait out a backoff left by an earlier attempt (also across restarts).
@@ -254,9 +254,9 @@ async fn run_delivery(
                 d.last_error = None;
                 d.next_attempt_at = None;
                 if d.progress == d.plan.len() {
-                    finish(inner, &mut d, "succeeded", None).await?;
+                    finish(inner, &mut d, DeliveryStatus::Succeeded, None).await?;
                 } else {
-                    save(inner, &d, "pending").await?;
+                    save(inner, &d, DeliveryStatus::Pending).await?;
                 }
             }
             Err(f) => {
@@ -283,7 +283,7 @@ async fn run_delivery(
                             ),
                         ));
                     }
-                    return finish(inner, &mut d, "failed", Some(why)).await;
+                    return finish(inner, &mut d, DeliveryStatus::Failed, Some(why)).await;
                 }
                 let delay = backoff(&inner.settings, d.attempts, ids::jitter());
                 d.next_attempt_at =
@@ -293,7 +293,7 @@ async fn run_delivery(
                     Outcome::Fail,
                     format!("{msg}; retrying in {} ms", delay.as_millis()),
                 ));
-                save(inner, &d, "pending").await?;
+                save(inner, &d, DeliveryStatus::Pending).await?;
             }
         }
         if *stop.borrow() {
@@ -306,14 +306,14 @@ async fn run_delivery(
 async fn save(
     inner: &Inner,
     d: &DeliveryRow,
-    status: &str,
+    status: DeliveryStatus,
 ) -> Result<(), crate::store::StoreError> {
     inner
         .store
         .save_progress(
             d.id.clone(),
             Progress {
-                status: status.to_owned(),
+                status,
                 progress: d.progress,
                 attempts: d.attempts,
                 last_error: d.last_error.clone(),
@@ -328,12 +328,12 @@ async fn save(
 async fn finish(
     inner: &Inner,
     d: &mut DeliveryRow,
-    status: &str,
+    status: DeliveryStatus,
     error: Option<String>,
 ) -> Result<(), crate::store::StoreError> {
     d.last_error = error;
     d.next_attempt_at = None;
-    metrics::counter!("hookgate_deliveries_finished_total", "status" => status.to_owned())
+    metrics::counter!("hookgate_deliveries_finished_total", "status" => status.as_str())
         .increment(1);
     save(inner, d, status).await
 }

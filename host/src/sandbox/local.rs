@@ -151,7 +151,7 @@ impl LocalPlane {
     pub async fn adopt(self: &Arc<Self>) -> Result<(), PlaneError> {
         let rows = self.store.sandboxes().await.map_err(unavailable)?;
         for mut row in rows {
-            if row.state != "running" && row.state != "paused" {
+            if !row.state.is_live() {
                 continue;
             }
             let _guard = self.lock(&row.name).await;
@@ -162,7 +162,7 @@ impl LocalPlane {
             let template = match template_of(&row) {
                 Some(template) => template,
                 None => {
-                    row.state = "failed".into();
+                    row.state = SandboxState::Failed;
                     row.exit_status = Some("its stored template no longer reads".into());
                     row.updated_at = ids::now_millis();
                     self.save(
@@ -190,7 +190,7 @@ impl LocalPlane {
             match self.spawn(&row.name, &template, ports).await {
                 Ok(spawned) => {
                     row.pid = Some(spawned.pid);
-                    row.state = "running".into();
+                    row.state = SandboxState::Running;
                     row.updated_at = ids::now_millis();
                     let name = row.name.clone();
                     self.save_then_supervise(
@@ -219,7 +219,7 @@ impl LocalPlane {
         };
         let now = ids::now_millis();
         for row in rows {
-            if row.state != "running" && row.state != "paused" {
+            if !row.state.is_live() {
                 continue;
             }
             let Ok(_guard) = self.try_lock(&row.name) else {
@@ -229,11 +229,11 @@ impl LocalPlane {
             let Ok(Some(mut row)) = self.row(&row.name).await else {
                 continue;
             };
-            if row.state != "running" && row.state != "paused" {
+            if !row.state.is_live() {
                 continue;
             }
             if row.pid.is_some_and(|p| !alive(p)) {
-                row.state = "failed".into();
+                row.state = SandboxState::Failed;
                 row.exit_status = Some("process group gone".into());
                 row.last_output = Some(tail(&self.dir(&row.name).join("output.log")));
                 row.updated_at = now;
@@ -252,13 +252,15 @@ impl LocalPlane {
                     format!("lifecycle.delete_after: {secs} s since creation; process group killed, work directory removed"),
                 )
                 .await
-            } else if row.state == "running" && timers.pause_at.is_some_and(|at| now >= at) {
+            } else if row.state == SandboxState::Running
+                && timers.pause_at.is_some_and(|at| now >= at)
+            {
                 let idle = (now - row.last_activity_at) / 1000;
                 tracing::info!(sandbox = %row.name, idle_seconds = idle, "lifecycle.pause_after_idle reached; pausing");
                 self.signal_locked(
                     row,
                     Signal::SIGSTOP,
-                    "paused",
+                    SandboxState::Paused,
                     format!("lifecycle.pause_after_idle: no delivery for {idle} s (process group SIGSTOP)"),
                 )
                 .await
@@ -392,12 +394,12 @@ impl LocalPlane {
             let Ok(Some(mut row)) = store.sandbox(name.clone()).await else {
                 return;
             };
-            if row.pid != Some(pid) || (row.state != "running" && row.state != "paused") {
+            if row.pid != Some(pid) || !row.state.is_live() {
                 return;
             }
             let status = status.map_or_else(|e| format!("unknown ({e})"), |s| s.to_string());
             tracing::warn!(sandbox = %name, %status, "sandbox exited");
-            row.state = "failed".into();
+            row.state = SandboxState::Failed;
             row.exit_status = Some(status.clone());
             row.last_output = Some(tail(&log));
             row.updated_at = ids::now_millis();
@@ -413,7 +415,7 @@ impl LocalPlane {
         &self,
         name: &SandboxName,
         signal: Signal,
-        state: &str,
+        state: SandboxState,
     ) -> Result<(), PlaneError> {
         let _guard = self.lock(name.as_str()).await;
         let row = self.live_row(name).await?;
@@ -427,11 +429,11 @@ impl LocalPlane {
         &self,
         mut row: SandboxRow,
         signal: Signal,
-        state: &str,
+        state: SandboxState,
         detail: String,
     ) -> Result<(), PlaneError> {
         let name = row.name.clone();
-        if row.state == "failed" {
+        if row.state == SandboxState::Failed {
             return Err(PlaneError::Rejected(format!(
                 "sandbox {name} has failed: {}",
                 row.exit_status.unwrap_or_default()
@@ -443,12 +445,12 @@ impl LocalPlane {
         }
         if row.state != state {
             let now = ids::now_millis();
-            row.state = state.to_owned();
+            row.state = state;
             row.updated_at = now;
-            if state == "running" {
+            if state == SandboxState::Running {
                 row.last_activity_at = now;
             }
-            self.save(row, state, detail).await?;
+            self.save(row, state.as_str(), detail).await?;
         }
         Ok(())
     }
@@ -458,7 +460,7 @@ impl LocalPlane {
         let pid = row.pid;
         let dir = self.dir(&row.name);
         // Recorded first, so the supervisor sees a deliberate end, not a failure.
-        row.state = "deleted".into();
+        row.state = SandboxState::Deleted;
         row.updated_at = ids::now_millis();
         self.save(row, "deleted", detail).await?;
         if let Some(pid) = pid {
@@ -473,7 +475,7 @@ impl LocalPlane {
 
     async fn live_row(&self, name: &SandboxName) -> Result<SandboxRow, PlaneError> {
         match self.row(name.as_str()).await? {
-            Some(row) if row.state != "deleted" => Ok(row),
+            Some(row) if row.state != SandboxState::Deleted => Ok(row),
             _ => Err(PlaneError::NotFound(name.to_string())),
         }
     }
@@ -551,18 +553,9 @@ impl Timers {
     }
 }
 
-fn state_of(row: &SandboxRow) -> SandboxState {
-    match row.state.as_str() {
-        "running" => SandboxState::Running,
-        "paused" => SandboxState::Paused,
-        "deleted" => SandboxState::Deleted,
-        _ => SandboxState::Failed,
-    }
-}
-
 /// The API's view of a stored sandbox.
 fn info(row: &SandboxRow, events: Vec<(i64, String, String)>) -> SandboxInfo {
-    let live = row.state == "running" || row.state == "paused";
+    let live = row.state.is_live();
     let timers = if live {
         Timers::of(row)
     } else {
@@ -570,7 +563,7 @@ fn info(row: &SandboxRow, events: Vec<(i64, String, String)>) -> SandboxInfo {
     };
     SandboxInfo {
         name: row.name.clone(),
-        state: state_of(row),
+        state: row.state,
         image: row.image.clone(),
         ports: row
             .ports
@@ -583,7 +576,7 @@ fn info(row: &SandboxRow, events: Vec<(i64, String, String)>) -> SandboxInfo {
         updated_at: ids::rfc3339(row.updated_at),
         pause_at: timers
             .pause_at
-            .filter(|_| row.state == "running")
+            .filter(|_| row.state == SandboxState::Running)
             .map(ids::rfc3339),
         delete_at: timers.delete_at.map(ids::rfc3339),
         exit_status: row.exit_status.clone(),
@@ -616,7 +609,7 @@ impl SandboxPlane for LocalPlane {
         Box::pin(async move {
             let _guard = self.lock(name.as_str()).await;
             if let Some(row) = self.row(name.as_str()).await?
-                && row.state != "deleted"
+                && row.state != SandboxState::Deleted
             {
                 return Ok(Ensured::Existed);
             }
@@ -629,7 +622,7 @@ impl SandboxPlane for LocalPlane {
             let shown: Vec<String> = ports.iter().map(|(i, h)| format!("{i}→{h}")).collect();
             let row = SandboxRow {
                 name: name.to_string(),
-                state: "running".into(),
+                state: SandboxState::Running,
                 image: template.image.clone(),
                 template: serde_json::to_value(template).unwrap_or_default(),
                 ports,
@@ -652,18 +645,18 @@ impl SandboxPlane for LocalPlane {
     }
 
     fn resume<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
-        Box::pin(self.signal(name, Signal::SIGCONT, "running"))
+        Box::pin(self.signal(name, Signal::SIGCONT, SandboxState::Running))
     }
 
     fn pause<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
-        Box::pin(self.signal(name, Signal::SIGSTOP, "paused"))
+        Box::pin(self.signal(name, Signal::SIGSTOP, SandboxState::Paused))
     }
 
     fn delete<'a>(&'a self, name: &'a SandboxName) -> PlaneFuture<'a, ()> {
         Box::pin(async move {
             let _guard = self.lock(name.as_str()).await;
             match self.row(name.as_str()).await? {
-                Some(row) if row.state != "deleted" => {
+                Some(row) if row.state != SandboxState::Deleted => {
                     self.delete_locked(row, "process group killed, work directory removed".into())
                         .await
                 }
@@ -712,7 +705,7 @@ impl SandboxPlane for LocalPlane {
                 })?;
             let mut row = self.live_row(name).await?;
             let mut resumed = false;
-            if row.state == "paused" {
+            if row.state == SandboxState::Paused {
                 let wakes = template_of(&row)
                     .and_then(|t| t.lifecycle)
                     .is_some_and(|l| l.auto_resume == AutoResume::OnActivity);
@@ -722,7 +715,7 @@ impl SandboxPlane for LocalPlane {
                 self.signal_locked(
                     row,
                     Signal::SIGCONT,
-                    "running",
+                    SandboxState::Running,
                     "lifecycle.auto_resume on_activity: a delivery arrived (process group SIGCONT)"
                         .into(),
                 )
@@ -730,7 +723,7 @@ impl SandboxPlane for LocalPlane {
                 row = self.live_row(name).await?;
                 resumed = true;
             }
-            if row.state == "failed" {
+            if row.state == SandboxState::Failed {
                 return Err(PlaneError::Rejected(format!(
                     "sandbox {name} has failed ({})",
                     row.exit_status.clone().unwrap_or_default()
@@ -807,7 +800,7 @@ impl SandboxPlane for LocalPlane {
         Box::pin(async move {
             let _guard = self.lock(name.as_str()).await;
             let row = self.live_row(name).await?;
-            if row.state != "running" {
+            if row.state != SandboxState::Running {
                 return Err(PlaneError::Rejected(format!(
                     "sandbox {name} is {}",
                     row.state

@@ -28,6 +28,8 @@ use hookgate_core::SandboxName;
 use hookgate_core::config::SandboxTemplate;
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::SandboxState;
+
 pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;
 
 /// What `ensure` found.
@@ -36,26 +38,6 @@ pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>>
 pub enum Ensured {
     Created,
     Existed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SandboxState {
-    Running,
-    Paused,
-    Deleted,
-    Failed,
-}
-
-impl SandboxState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Deleted => "deleted",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 /// A sandbox as `GET /v1/sandboxes/{name}` shows it (the same on every plane,

@@ -11,8 +11,8 @@
 use rusqlite::{Connection, params};
 
 use super::{
-    DeliveryRow, LiveKey, Progress, Result, Store, StoreError, StoredValue, cached_row, json,
-    parse, rows, run,
+    DeliveryRow, DeliveryStatus, LiveKey, Progress, Result, Store, StoreError, StoredValue,
+    cached_row, json, parse, rows, run,
 };
 
 impl Store {
@@ -68,7 +68,7 @@ impl Store {
     pub async fn deliveries(
         &self,
         receiver_id: String,
-        status: Option<String>,
+        status: Option<DeliveryStatus>,
         page: u32,
         limit: u32,
     ) -> Result<(Vec<DeliveryRow>, u64)> {
@@ -251,7 +251,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use crate::store::{DeliveryRow, test_store as store};
+    use crate::store::{DeliveryRow, DeliveryStatus, test_store as store};
 
     /// A pending delivery with binary and text headers, and a dedupe key if given.
     pub fn delivery(id: &str, key: Option<(&str, i64)>) -> DeliveryRow {
@@ -271,7 +271,7 @@ pub(super) mod tests {
             idempotency_key: key.map(|(k, _)| k.to_owned()),
             key_expires_at: key.map(|(_, e)| e),
             sandbox: Some("box".to_owned()),
-            status: "pending".to_owned(),
+            status: DeliveryStatus::Pending,
             plan: Vec::new(),
             progress: 0,
             attempts: 0,

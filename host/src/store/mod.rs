@@ -33,6 +33,7 @@ mod receivers;
 mod sandboxes;
 mod schema;
 mod secrets;
+mod states;
 mod writer;
 
 use std::path::Path;
@@ -46,6 +47,8 @@ use tokio::sync::oneshot;
 use crate::settings::{Settings, Synchronous};
 
 pub use deliveries::decode_headers;
+pub use hookgate_core::config::Status as ReceiverStatus;
+pub use states::{DeliveryStatus, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,7 +88,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct SandboxRow {
     pub name: String,
-    pub state: String,
+    pub state: SandboxState,
     pub image: String,
     pub template: serde_json::Value,
     /// Sandbox port → host port.
@@ -115,7 +118,7 @@ pub struct PluginRow {
 pub struct ReceiverRow {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ReceiverStatus,
     pub config: serde_json::Value,
     pub secrets: Vec<(String, String)>,
     pub created_at: i64,
@@ -155,7 +158,7 @@ pub struct DeliveryRow {
     /// Until when `idempotency_key` dedupes (the receiver's retention).
     pub key_expires_at: Option<i64>,
     pub sandbox: Option<String>,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub plan: Vec<PlannedAction>,
     pub progress: usize,
     pub attempts: u32,
@@ -189,9 +192,9 @@ impl DeliveryRow {
         trace: hookgate_core::explain::Trace,
     ) -> Self {
         let status = if plan.is_empty() {
-            "no_match"
+            DeliveryStatus::NoMatch
         } else {
-            "pending"
+            DeliveryStatus::Pending
         };
         Self {
             id,
@@ -206,7 +209,7 @@ impl DeliveryRow {
             idempotency_key: None,
             key_expires_at: None,
             sandbox: Some(sandbox),
-            status: status.to_owned(),
+            status,
             plan,
             progress: 0,
             attempts: 0,
@@ -243,7 +246,7 @@ pub struct LiveKey {
 /// Runner progress on a delivery.
 #[derive(Debug, Clone)]
 pub struct Progress {
-    pub status: String,
+    pub status: DeliveryStatus,
     pub progress: usize,
     pub attempts: u32,
     pub last_error: Option<String>,

@@ -8,7 +8,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ReceiverRow, Result, Store, cached_row, json, parse, run, secrets};
+use super::{
+    ReceiverRow, ReceiverStatus, Result, Store, StoreError, cached_row, json, parse, run, secrets,
+};
 
 impl Store {
     pub async fn put_receiver(&self, row: ReceiverRow) -> Result<()> {
@@ -18,7 +20,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET name = excluded.name, status = excluded.status,
                    config = excluded.config, updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
-                params![row.id, row.name, row.status, json(&row.config), row.created_at, row.updated_at, row.deleted_at],
+                params![row.id, row.name, row.status.as_str(), json(&row.config), row.created_at, row.updated_at, row.deleted_at],
             )?;
             secrets::replace(c, &row.id, &row.secrets)
         })
@@ -104,6 +106,8 @@ fn receiver_by_id(c: &Connection, id: &str) -> Result<Option<ReceiverRow>> {
         return Ok(None);
     };
     let secrets = secrets::of(c, &id)?;
+    let status = ReceiverStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("receiver {id}: unknown status {status:?}")))?;
     Ok(Some(ReceiverRow {
         config: parse("receiver config", &config)?,
         id,
