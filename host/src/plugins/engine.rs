@@ -81,7 +81,7 @@ pub(super) fn build(settings: &settings::Plugins, cache_dir: &Path) -> wasmtime:
     config.memory_reservation(max_memory);
     // wasmtime's 32 MiB default guard exists to elide bounds checks, which a
     // reservation under 4 GiB keeps anyway; 64 KiB still folds checks on small
-    // constant offsets and keeps the pool's address space near its memories'.
+    // constant offsets and keeps each slot's reservation close to its cap.
     config.memory_guard_size(64 << 10);
     Engine::new(&config)
 }

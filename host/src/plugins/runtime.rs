@@ -1,12 +1,12 @@
 //! [`Plugins`]: the installed plugins and the calls into them.
 //!
 //! This is the room's top, the only file that puts the others together: it
-//! builds the [`engine`](super::engine), two linkers from the
-//! [`wasi`](super::wasi) context plus the contract's imports (one per world, so
-//! a verifier cannot even link against `sandbox`), compiles a component once
-//! against them into an [`Installed`] plugin, and runs each call in a fresh
-//! `Store` whose data is an [`imports`](super::imports) `Guest`, with a memory
-//! cap and an epoch deadline, so nothing one delivery does reaches the next.
+//! builds the [`engine`], two linkers from the [`wasi`] context plus the
+//! contract's imports (one per world, so a verifier cannot even link against
+//! `sandbox`), compiles a component once against them into an [`Installed`]
+//! plugin, and runs each call in a fresh `Store` whose data is an
+//! [`imports`](super::imports) `Guest`, with a memory cap and an epoch
+//! deadline, so nothing one delivery does reaches the next.
 //! Callers take a [`Slot`] first, so a full pool is a clear "busy".
 //!
 //! Failures are classified by type, never by message text (see [`explain`]): a
