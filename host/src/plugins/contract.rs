@@ -7,7 +7,7 @@
 //! component implements, the one version this host accepts ([`CONTRACT`]),
 //! the check that a component's exports name exactly one world at that
 //! version, and the owned values the rest of hookgate hands a plugin
-//! ([`WireRequest`], [`ActionCall`]) or gets back ([`Outcome`]), so callers
+//! ([`WireRequest`], [`ActionCall`]) or gets back ([`ActionOutcome`]), so callers
 //! outside the room never touch generated types. Nothing here runs wasm; it
 //! imports nothing from the room.
 
@@ -99,7 +99,7 @@ impl WireRequest {
 
 /// An action plugin's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ActionOutcome {
     Success(String),
     Retryable(String),
     Permanent(String),

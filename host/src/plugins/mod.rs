@@ -32,8 +32,8 @@
 //! - `engine`: the wasmtime engine narrowed to what hookgate needs, and the
 //!   epoch ticker. Uses none of them.
 //!
-//! [`routes`] (`/v1/plugins`) and [`crypto`] (the natively run primitives behind
-//! `host-crypto`) stand beside them.
+//! [`crypto`] (the natively run primitives behind `host-crypto`) stands beside
+//! them; the `/v1/plugins` routes are in the HTTP room.
 
 pub mod crypto;
 
@@ -43,6 +43,6 @@ mod imports;
 mod runtime;
 mod wasi;
 
-pub use contract::{ActionCall, CONTRACT, Outcome, WireRequest, World};
+pub use contract::{ActionCall, ActionOutcome, CONTRACT, WireRequest, World};
 pub use imports::Deliver;
 pub use runtime::{Installed, Limits, PluginError, Plugins, Slot};

@@ -25,7 +25,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::contract::bindings::action::exports::hookgate::plugin::handle;
 use super::contract::bindings::verifier::exports::hookgate::plugin::verify::Verdict;
-use super::contract::{self, ActionCall, Outcome, WireRequest, World, bindings};
+use super::contract::{self, ActionCall, ActionOutcome, WireRequest, World, bindings};
 use super::engine::{self, Ticker, ticks};
 use super::imports::{Deliver, Guest, MemoryCapReached, Scope};
 use super::wasi::{self, NoWaiting, OutputTail};
@@ -318,12 +318,12 @@ impl Plugins {
     }
 
     /// Runs an action plugin on a delivery.
-    pub fn run_action(&self, name: &str, call: &ActionCall, deliver: Deliver) -> Outcome {
+    pub fn run_action(&self, name: &str, call: &ActionCall, deliver: Deliver) -> ActionOutcome {
         let Some(plugin) = self.get(name) else {
-            return Outcome::Permanent(format!("plugin {name} is not installed"));
+            return ActionOutcome::Permanent(format!("plugin {name} is not installed"));
         };
         let Pre::Action(pre) = &plugin.pre else {
-            return Outcome::Permanent(format!("plugin {name} is a verifier, not an action"));
+            return ActionOutcome::Permanent(format!("plugin {name} is a verifier, not an action"));
         };
         let started = Instant::now();
         let scope = Scope {
@@ -345,13 +345,16 @@ impl Plugins {
                 .call_run(&mut store, &delivery, &call.config)
         });
         let (kind, outcome) = match result {
-            Ok(handle::Outcome::Success(m)) => ("success", Outcome::Success(m)),
-            Ok(handle::Outcome::Retryable(m)) => ("retryable", Outcome::Retryable(m)),
-            Ok(handle::Outcome::Permanent(m)) => ("permanent", Outcome::Permanent(m)),
+            Ok(handle::Outcome::Success(m)) => ("success", ActionOutcome::Success(m)),
+            Ok(handle::Outcome::Retryable(m)) => ("retryable", ActionOutcome::Retryable(m)),
+            Ok(handle::Outcome::Permanent(m)) => ("permanent", ActionOutcome::Permanent(m)),
             Err(e) => {
                 let (kind, why) = explain(&e, plugin.limits, &stderr);
                 // A crash, a timeout or the memory cap may not happen next time.
-                (kind, Outcome::Retryable(format!("plugin {name} {why}")))
+                (
+                    kind,
+                    ActionOutcome::Retryable(format!("plugin {name} {why}")),
+                )
             }
         };
         record(name, World::Action, kind, started);

@@ -120,7 +120,7 @@ async fn run_plugin(
     sandbox: &SandboxName,
     d: &DeliveryRow,
 ) -> Result<String, Failed> {
-    use crate::plugins::{ActionCall, Outcome, WireRequest};
+    use crate::plugins::{ActionCall, ActionOutcome, WireRequest};
     let call = ActionCall {
         delivery_id: d.id.clone(),
         receiver_id: d.receiver_id.clone(),
@@ -171,12 +171,12 @@ async fn run_plugin(
         message: format!("plugin {}: {e}", p.plugin),
     })?;
     match outcome {
-        Outcome::Success(m) => Ok(format!("plugin {}: {m}", p.plugin)),
-        Outcome::Retryable(m) => Err(Failed {
+        ActionOutcome::Success(m) => Ok(format!("plugin {}: {m}", p.plugin)),
+        ActionOutcome::Retryable(m) => Err(Failed {
             retryable: true,
             message: format!("plugin {}: {m}", p.plugin),
         }),
-        Outcome::Permanent(m) => Err(Failed {
+        ActionOutcome::Permanent(m) => Err(Failed {
             retryable: false,
             message: format!("plugin {}: {m}", p.plugin),
         }),
