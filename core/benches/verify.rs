@@ -6,8 +6,8 @@
 //!   floor no verifier can beat. The ratio is the overhead.
 //! * `standard_webhooks`: hookgate's `standard_webhooks` preset beside the
 //!   `standardwebhooks` crate (the reference Rust library) on the same message.
-//! * `evaluate`: the whole pipeline (auth, key, target, rules) on DESIGN.md's
-//!   example, JSON parsing included.
+//! * `evaluate`: the whole pipeline (auth, key, target, rules) on the GitHub
+//!   example of docs/api.md, JSON parsing included.
 //!
 //! Run with `scripts/bench`; BENCHMARKS.md records the method and the numbers.
 

@@ -25,7 +25,7 @@ fn hookgate(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// `hookgate check` accepts DESIGN.md's example and names the field at fault in a
+/// `hookgate check` accepts docs/api.md's example and names the field at fault in a
 /// broken one, with exit codes a CI job can use.
 #[test]
 fn check_validates_receiver_configs() {

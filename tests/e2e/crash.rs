@@ -79,7 +79,7 @@ async fn api(
     crate::support::answer(resp).await
 }
 
-/// DESIGN.md's GitHub receiver, every event ensuring an echo sandbox and
+/// the GitHub receiver of docs/api.md, every event ensuring an echo sandbox and
 /// delivering to it; returns the receiver id.
 async fn create_echo_receiver(client: &reqwest::Client, base: &str) -> String {
     let mut receiver = github_receiver();

@@ -99,6 +99,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_to_edge_to_host_to_sandbox() {
+    if crate::support::skip_slow("the Worker built and run in workerd") {
+        return;
+    }
     let host_port = free_port();
     let edge_port = free_port();
     let host_url = format!("http://127.0.0.1:{host_port}");

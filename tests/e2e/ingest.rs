@@ -1,4 +1,4 @@
-//! The receiver endpoint over real HTTP: DESIGN.md's GitHub example, dedupe
+//! The receiver endpoint over real HTTP: the GitHub example of docs/api.md, dedupe
 //! (sequential and 50-way concurrent), limits, and every kind of bad input.
 
 use std::time::Duration;

@@ -185,6 +185,9 @@ fn lifecycle_receiver(lifecycle: Value, deliver: Value) -> Value {
 
 #[tokio::test]
 async fn lifecycle_pauses_idle_sandboxes_and_deletes_old_ones() {
+    if crate::support::skip_slow("lifecycle timers on real sandboxes") {
+        return;
+    }
     let t = TestHost::start_configured("", &[]).await;
     let receiver = t
         .create(lifecycle_receiver(
@@ -280,6 +283,9 @@ command = ["sh", "-c", "echo hog starting; exec awk 'BEGIN { s = \"xxxxxxxxxxxxx
 
 #[tokio::test]
 async fn sandbox_state_and_timers_survive_a_host_restart() {
+    if crate::support::skip_slow("lifecycle timers across a restart") {
+        return;
+    }
     let t = TestHost::start_configured("", &[]).await;
     let receiver = t
         .create(lifecycle_receiver(

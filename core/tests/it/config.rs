@@ -1,4 +1,4 @@
-//! Reading receiver configs: DESIGN.md's example verbatim, every kind of mistake
+//! Reading receiver configs: docs/api.md's example verbatim, every kind of mistake
 //! reported at its path, and secrets that never come back out.
 
 use hookgate_core::Secret;
@@ -78,7 +78,7 @@ fn serializing_hides_secrets_and_reads_back_through_a_secret_store() {
     );
 }
 
-/// Applies `edit` to DESIGN.md's example and returns the error text.
+/// Applies `edit` to docs/api.md's example and returns the error text.
 fn error_after(edit: impl FnOnce(&mut Value)) -> String {
     let mut v = design();
     edit(&mut v);
@@ -90,7 +90,7 @@ fn error_after(edit: impl FnOnce(&mut Value)) -> String {
 
 type Edit = Box<dyn FnOnce(&mut Value)>;
 
-/// Each edit of DESIGN.md's example must be refused with an error starting so.
+/// Each edit of docs/api.md's example must be refused with an error starting so.
 #[track_caller]
 fn assert_errors(cases: Vec<(Edit, &str)>) {
     for (edit, want) in cases {

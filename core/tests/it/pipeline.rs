@@ -1,4 +1,4 @@
-//! The whole pipeline on DESIGN.md's GitHub example, and the provider handshakes.
+//! The whole pipeline on the GitHub example of docs/api.md, and the provider handshakes.
 
 use hookgate_core::explain::{Outcome, Stage};
 use hookgate_core::verify::{FailureKind, NoEnv};

@@ -1,6 +1,6 @@
 //! Sandboxes: the `SandboxPlane` interface the runner drives.
 //!
-//! A plane owns sandboxes by name and performs DESIGN.md's operations on them:
+//! A plane owns sandboxes by name and performs the sandbox operations on them:
 //! ensure (create if missing, never recreate), resume, pause, delete, status,
 //! deliver a request to one of the sandbox's ports, and run a script. Errors say
 //! whether trying again later can help ([`PlaneError::retryable`]): the runner
@@ -128,7 +128,7 @@ impl PlaneError {
     }
 }
 
-/// The operations of DESIGN.md's sandbox control plane.
+/// The operations of a sandbox control plane.
 pub trait SandboxPlane: Send + Sync + 'static {
     /// Creates the sandbox unless it exists; never recreates or updates one.
     fn ensure<'a>(

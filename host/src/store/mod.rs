@@ -22,7 +22,7 @@
 //! This file holds what they share: the [`Store`] handle with its `read` and
 //! `write` entry points, the errors and the row types.
 //!
-//! rusqlite rather than DESIGN.md's sqlx: group commit is "run these N closures in
+//! rusqlite rather than sqlx: group commit is "run these N closures in
 //! one transaction on one thread", which a synchronous connection on a dedicated
 //! thread expresses directly; sqlx's async connections cannot lend themselves to a
 //! batch of boxed closures without borrowing across awaits.

@@ -4,7 +4,7 @@
 //! Targets, each a separate process driven by the same generator:
 //! * `bare-axum` — an axum handler that answers 200 to anything: the most any
 //!   HTTP server can do on this machine;
-//! * `hookgate` — `hookgate serve`, DESIGN.md's GitHub receiver (HMAC-SHA256),
+//! * `hookgate` — `hookgate serve`, the GitHub receiver of docs/api.md (HMAC-SHA256),
 //!   every delivery unique and durably committed before its 202;
 //! * `webhook` — adnanh/webhook (Debian's `webhook` package) with a
 //!   `payload-hmac-sha256` trigger rule, if it is installed.
@@ -155,7 +155,7 @@ async fn start_hookgate(dir: &Path) -> Result<Target> {
         .spawn()
         .context("starting hookgate serve")?;
     wait_listening(port)?;
-    // DESIGN.md's GitHub receiver; its rules match no benchmark event, so the
+    // the GitHub receiver of docs/api.md; its rules match no benchmark event, so the
     // measurement is the ack path (verify, dedupe, durable commit), not sandboxes.
     let receiver = json!({
         "name": "load",
