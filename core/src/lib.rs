@@ -28,6 +28,7 @@ pub mod jwks;
 pub mod pipeline;
 pub mod request;
 pub mod rules;
+pub mod sandbox_name;
 pub mod secret;
 pub mod target;
 pub mod verify;

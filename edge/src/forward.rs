@@ -8,7 +8,7 @@ use hookgate_core::forward::{self, ForwardedEvent, SIGNATURE_HEADER, TIMESTAMP_H
 use serde::{Deserialize, Serialize};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, State};
 
-use crate::inbox::Seen;
+use crate::seen::Seen;
 
 /// Events forwarded per alarm run; the rest wait for the next, which is at once.
 const BATCH: usize = 50;

@@ -13,6 +13,8 @@ use hookgate_core::forward::ForwardedEvent;
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Request, Response, State, durable_object};
 
+use crate::seen::Seen;
+
 /// What the Worker asks of its shard.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claim {
@@ -31,13 +33,6 @@ pub struct Claimed {
     /// "accepted" or "duplicate".
     pub status: String,
     pub delivery_id: String,
-}
-
-/// A key seen in the retention window.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Seen {
-    pub delivery_id: String,
-    pub expires_at: u64,
 }
 
 #[durable_object]

@@ -13,6 +13,7 @@ mod config_sync;
 mod forward;
 mod inbox;
 mod reply;
+mod seen;
 
 use hookgate_core::config::Idempotency;
 use hookgate_core::forward::ForwardedEvent;

@@ -29,8 +29,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Error;
+use crate::sandbox_name::SandboxName;
 use crate::secret::Secret;
-use crate::target::SandboxName;
 use decode::{Ctx, Decode, Obj, Path, non_empty, ranged};
 
 /// Where `{"secret_ref": name}` is resolved when a stored receiver is read back.
