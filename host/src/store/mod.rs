@@ -278,10 +278,16 @@ impl Store {
                 source,
             })
         };
+        // A database from a newer hookgate is refused as it is, read through a
+        // read-only connection: closing a writable one would fold a pending WAL
+        // into the file (and switching to WAL rewrites the header).
+        if path.exists() {
+            let probe = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            probe.execute_batch("PRAGMA busy_timeout = 5000;")?;
+            schema::version(&probe, &path)?;
+        }
         let writer_conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         writer_conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
-        // Before anything writes (switching to WAL rewrites the header): a
-        // database from a newer hookgate is refused as it is.
         schema::version(&writer_conn, &path)?;
         let sync = match settings.storage.synchronous {
             Synchronous::Full => "FULL",

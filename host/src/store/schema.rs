@@ -327,10 +327,22 @@ fn rebuild(c: &Connection, t: &Checked) -> Result<(), Refusal> {
         .query_map([table], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     c.execute_batch(t.create)?;
-    let columns: Vec<String> = c
-        .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
-        .query_map([format!("{table}_new")], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let columns_of = |name: &str| -> rusqlite::Result<Vec<String>> {
+        c.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
+            .query_map([name], |r| r.get(0))?
+            .collect()
+    };
+    let columns = columns_of(&format!("{table}_new"))?;
+    // Copying by the new table's columns would drop any the old one has beyond
+    // them (added by hand, say): refuse rather than lose them.
+    let old = columns_of(table)?;
+    if old != columns {
+        return Err(Refusal(format!(
+            "table {table} has the columns ({}), expected ({}); it was changed outside hookgate",
+            old.join(", "),
+            columns.join(", ")
+        )));
+    }
     let columns = columns.join(", ");
     c.execute_batch(&format!(
         "INSERT INTO {table}_new (rowid, {columns}) SELECT rowid, {columns} FROM {table};

@@ -195,3 +195,90 @@ fn a_row_the_new_check_refuses_stops_migration_2_and_keeps_every_row() {
     assert_eq!((user_version(&c), version(&c, &db(&dir)).unwrap()), (0, 1));
     assert_eq!(dump(&c), before);
 }
+
+/// The schema's checks and the code's enums name the same states: a state the
+/// code can write is one the schema takes, and nothing else is.
+#[test]
+fn the_checks_allow_exactly_the_enums_states() {
+    use crate::store::{DeliveryStatus, ReceiverStatus, SandboxState};
+    let names = |all: Vec<&'static str>| all;
+    let want = [
+        (
+            "receivers",
+            names(vec![
+                ReceiverStatus::Active.as_str(),
+                ReceiverStatus::Disabled.as_str(),
+            ]),
+        ),
+        (
+            "deliveries",
+            names(DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect()),
+        ),
+        (
+            "sandboxes",
+            names(SandboxState::ALL.iter().map(|s| s.as_str()).collect()),
+        ),
+    ];
+    for (table, states) in want {
+        let checked = V2.iter().find(|t| t.table == table).unwrap();
+        assert_eq!(checked.allowed, states.as_slice(), "{table}");
+        assert!(checked.create.contains(&format!(
+            "CHECK ({} IN ({}))",
+            checked.column,
+            sql_list(&states)
+        )));
+    }
+}
+
+/// A newer release killed with writes still in its WAL: refusing it must not
+/// fold the WAL into the file (closing a writable connection would).
+#[test]
+fn a_newer_database_with_a_pending_wal_is_left_as_it_is() {
+    let live = tempfile::tempdir().unwrap();
+    let c = v1_database(&db(&live), "pending");
+    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+        .unwrap();
+    c.pragma_update(None, "user_version", 9).unwrap();
+    c.execute_batch("UPDATE deliveries SET status = 'failed' WHERE id = 'dlv_1'")
+        .unwrap();
+    // Copy the files while the writer still holds them, as a crash leaves them.
+    let dir = tempfile::tempdir().unwrap();
+    let files = ["hookgate.db", "hookgate.db-wal", "hookgate.db-shm"];
+    for f in files {
+        std::fs::copy(live.path().join(f), dir.path().join(f)).unwrap();
+    }
+    drop(c);
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    assert!(!before[1].is_empty(), "the WAL holds the last writes");
+    let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+    let err = crate::store::Store::open(dir.path(), &settings).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 9, .. }), "{err}");
+    // The database and its WAL are as they were (the -shm file is only the
+    // WAL's index in shared memory, which any reader rebuilds).
+    for (f, bytes) in files.iter().zip(before).take(2) {
+        assert!(
+            std::fs::read(dir.path().join(f)).unwrap() == bytes,
+            "{f} changed"
+        );
+    }
+}
+
+/// A table changed by hand (a column added) stops migration 2 rather than
+/// losing the column in the copy.
+#[test]
+fn a_table_with_columns_of_its_own_stops_migration_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = v1_database(&db(&dir), "pending");
+    c.execute_batch("ALTER TABLE sandboxes ADD COLUMN note TEXT")
+        .unwrap();
+    let before = dump(&c);
+    let err = migrate(&c, &db(&dir)).unwrap_err().to_string();
+    assert!(
+        err.contains("table sandboxes has the columns (") && err.contains("note"),
+        "{err}"
+    );
+    assert_eq!(dump(&c), before);
+}
