@@ -11,8 +11,11 @@
 //!
 //! Bytes (the body, each header value) are `Vec<u8>` in Rust and base64 strings
 //! on the wire, because JSON has no bytes and header values need not be UTF-8.
-//! The plan is core's [`Planned`] and deserializes through the same checks as
-//! config, and the trace is core's [`Trace`], so the host stores what the edge
+//! The plan travels as [`ForwardedAction`]s, each action's config as JSON: an
+//! action the host's core cannot read (an edge built from another release) fails
+//! that one delivery visibly when it runs, rather than making the whole event
+//! unreadable, which would leave it, and everything behind it, in the edge's
+//! outbox. The trace is core's [`Trace`], so the host shows what the edge
 //! decided as if it had decided it itself.
 //!
 //! The request is authenticated by [`sign`] and [`verify`]: a hex HMAC-SHA256,
@@ -34,6 +37,7 @@ use crate::encoding::encode_hex;
 use crate::explain::Trace;
 use crate::idempotency::IdempotencyKey;
 use crate::rules::Planned;
+use serde_json::Value;
 
 /// The header carrying the Unix time, in seconds, at which the edge signed.
 pub const TIMESTAMP_HEADER: &str = "x-hookgate-edge-timestamp";
@@ -80,10 +84,33 @@ pub struct ForwardedEvent {
     pub sandbox: Option<String>,
     /// The matched rules' actions, in order.
     #[serde(default)]
-    pub plan: Vec<Planned>,
+    pub plan: Vec<ForwardedAction>,
     /// Every step the edge's core took.
     #[serde(default)]
     pub trace: Trace,
+}
+
+/// One planned action as it travels: which rule and which of its actions, and
+/// the action's config as JSON, read by the host's core when the action runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardedAction {
+    pub rule: usize,
+    pub action: usize,
+    pub spec: Value,
+}
+
+impl ForwardedAction {
+    /// Core's plan, as it travels.
+    pub fn plan(planned: &[Planned]) -> Vec<Self> {
+        planned
+            .iter()
+            .map(|p| Self {
+                rule: p.rule,
+                action: p.action,
+                spec: serde_json::to_value(&p.spec).unwrap_or(Value::Null),
+            })
+            .collect()
+    }
 }
 
 /// Why a forward was refused.
@@ -248,7 +275,10 @@ mod tests {
                 value: "72d4e0a0-delivery".to_owned(),
             }),
             sandbox: Some("pr-42".to_owned()),
-            plan: crate::rules::plan(&receiver, &[crate::rules::Matched(0)]),
+            plan: ForwardedAction::plan(&crate::rules::plan(
+                &receiver,
+                &[crate::rules::Matched(0)],
+            )),
             trace: Trace {
                 steps: vec![Step::new(Stage::Auth, Outcome::Pass, "accepted")],
             },
@@ -267,7 +297,7 @@ mod tests {
         assert_eq!(got.idempotency_key, sent.idempotency_key);
         assert_eq!(got.sandbox, sent.sandbox);
         assert_eq!(got.trace, sent.trace);
-        // Whatever has no equality (the plan's actions) reads back as it was written.
+        assert_eq!(got.plan, sent.plan);
         assert_eq!(serde_json::to_string(&got).unwrap(), text);
         let wire: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(wire["headers"][1], json!(["x-latin1", "Y+n/AA=="]));
@@ -319,7 +349,7 @@ mod tests {
         let actions: Vec<(usize, usize, &str)> = e
             .plan
             .iter()
-            .map(|p| (p.rule, p.action, p.spec.kind()))
+            .map(|p| (p.rule, p.action, p.spec["action_type"].as_str().unwrap()))
             .collect();
         assert_eq!(
             actions,
@@ -350,11 +380,17 @@ mod tests {
         };
         assert!(bad("body", json!("not base64!")).contains("not valid base64"));
         assert!(bad("headers", json!([["a", "%%"]])).contains("not valid base64"));
-        let err = bad(
-            "plan",
-            json!([{"rule": 0, "action": 0, "spec": {"action_type": "nope"}}]),
-        );
-        assert!(err.contains("action_type"), "{err}");
+    }
+
+    /// An action this core does not know still reads: the host fails that one
+    /// delivery when it runs, and the edge's outbox moves on.
+    #[test]
+    fn an_action_this_core_cannot_read_travels_as_it_was_sent() {
+        let mut wire = serde_json::to_value(event()).unwrap();
+        let unknown = json!({"action_type": "teleport", "port": 70000, "new_field": true});
+        wire["plan"][0]["spec"] = unknown.clone();
+        let e: ForwardedEvent = serde_json::from_value(wire).unwrap();
+        assert_eq!(e.plan[0].spec, unknown);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod reply;
 mod seen;
 
 use hookgate_core::config::Idempotency;
-use hookgate_core::forward::ForwardedEvent;
+use hookgate_core::forward::{ForwardedAction, ForwardedEvent};
 use hookgate_core::verify::NoEnv;
 use hookgate_core::{Headers, Receiver};
 use serde_json::json;
@@ -117,7 +117,7 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         verified_at: millis(verified_at),
         idempotency_key: eval.key,
         sandbox: eval.target.and_then(Result::ok).map(|s| s.to_string()),
-        plan: hookgate_core::rules::plan(&receiver, &eval.matched),
+        plan: ForwardedAction::plan(&hookgate_core::rules::plan(&receiver, &eval.matched)),
         trace: eval.trace,
     };
     let claim = inbox::Claim {

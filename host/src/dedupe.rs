@@ -112,6 +112,17 @@ impl Dedupe {
         })
     }
 
+    /// The stored delivery a key names at `now`, without claiming it.
+    pub fn live(&self, receiver_id: &str, key: &str, now: i64) -> Option<String> {
+        match self.lock().get(&(receiver_id.to_owned(), key.to_owned())) {
+            Some(Entry::Live {
+                delivery_id,
+                expires_at,
+            }) if *expires_at > now => Some(delivery_id.clone()),
+            _ => None,
+        }
+    }
+
     /// Drops keys that expired before `now`; returns how many.
     pub fn expire(&self, now: i64) -> usize {
         let mut map = self.lock();
@@ -219,5 +230,7 @@ mod tests {
             expires_at: 10,
         }]);
         assert!(matches!(d.claim("r", "k", 5), Claim::Duplicate(id) if id == "dlv_9"));
+        assert_eq!(d.live("r", "k", 9).as_deref(), Some("dlv_9"));
+        assert_eq!((d.live("r", "k", 10), d.live("r2", "k", 5)), (None, None));
     }
 }

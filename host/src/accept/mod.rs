@@ -109,8 +109,6 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
                         Settled::Abandoned => continue,
                     },
                 };
-            metrics::counter!("hookgate_dedupe_hits_total", "receiver" => incoming.receiver_id.clone())
-                .increment(1);
             return Ok(Accepted::Duplicate {
                 delivery_id: original,
             });
@@ -158,7 +156,9 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
         key_expires_at: key.as_ref().map(|k| k.expires_at),
         sandbox: sandbox.as_ref().map(ToString::to_string),
         status,
-        last_error: unusable.map(|why| format!("no usable sandbox: {why}")),
+        last_error: unusable
+            .filter(|_| status == DeliveryStatus::Failed)
+            .map(|why| format!("no usable sandbox: {why}")),
         replay_of,
         ..DeliveryRow::accepted(
             delivery_id.clone(),
@@ -171,6 +171,10 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
         )
     };
     state.store.insert_delivery(row).await?;
+    if status == DeliveryStatus::Failed {
+        metrics::counter!("hookgate_deliveries_finished_total", "status" => status.as_str())
+            .increment(1);
+    }
     if let (Some(g), Some(key)) = (guard, &key) {
         g.stored(delivery_id.clone(), key.expires_at);
     }

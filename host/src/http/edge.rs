@@ -11,8 +11,8 @@
 //! delivery id.
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use hookgate_core::SandboxName;
 use hookgate_core::explain::{Outcome, Stage, Step};
@@ -27,19 +27,26 @@ use crate::state::{AppState, key_expires_at};
 use crate::store::{PlannedAction, StoredRequest};
 
 /// `POST /v1/edge/ingest`.
-pub async fn ingest(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let key = &state.settings.edge.forward_key;
+    // Checked before the body is read: a host with no edge reads nothing.
     if key.is_empty() {
         return Err(ApiError::NotFound(
             "no edge is configured (edge.forward_key)".into(),
         ));
     }
+    let (parts, body) = req.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, super::MAX_EDGE_EVENT_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::TooLarge(format!(
+                "edge event over {} bytes, or cut short: {e}",
+                super::MAX_EDGE_EVENT_BYTES
+            ))
+        })?;
     let header = |name: &str| {
-        headers
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
@@ -60,10 +67,23 @@ pub async fn ingest(
 
     // The provider's key when there is one, else the edge's own id: the
     // alarm delivers at least once.
+    let edge_hash = hex::encode(&sha2::Sha256::digest(format!("edge\0{edge_delivery_id}"))[..16]);
     let hash = match &event.idempotency_key {
         Some(key) => key.hash.clone(),
-        None => hex::encode(&sha2::Sha256::digest(format!("edge\0{edge_delivery_id}"))[..16]),
+        None => edge_hash.clone(),
     };
+    // A host before 0.2 keyed every edge event on its edge id, so an event it
+    // stored is indexed under that id: a redelivery of it is a duplicate too.
+    if hash != edge_hash
+        && let Some(original) = state
+            .dedupe
+            .live(&event.receiver_id, &edge_hash, ids::now_millis())
+    {
+        return Ok(ok(
+            StatusCode::OK,
+            json!({"delivery_id": original, "status": "duplicate"}),
+        ));
+    }
     let live = state.live(&event.receiver_id);
     let retention = live
         .as_ref()
@@ -82,7 +102,7 @@ pub async fn ingest(
         .map(|p| PlannedAction {
             rule: p.rule,
             action: p.action,
-            spec: serde_json::to_value(&p.spec).unwrap_or_default(),
+            spec: p.spec,
         })
         .collect();
     if live.is_none() {

@@ -205,13 +205,17 @@ async fn receive_inner(
             ),
             "accepted",
         )),
-        Accepted::Duplicate { delivery_id } => Ok((
-            ok(
-                StatusCode::OK,
-                json!({"delivery_id": delivery_id, "status": "duplicate"}),
-            ),
-            "duplicate",
-        )),
+        Accepted::Duplicate { delivery_id } => {
+            metrics::counter!("hookgate_dedupe_hits_total", "receiver" => live.id.clone())
+                .increment(1);
+            Ok((
+                ok(
+                    StatusCode::OK,
+                    json!({"delivery_id": delivery_id, "status": "duplicate"}),
+                ),
+                "duplicate",
+            ))
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use error::ApiError;
 /// Request bodies of the management API are configs, not payloads.
 const MAX_JSON_BYTES: usize = 1 << 20;
 /// An edge event carries a body of up to 32 MiB, base64-encoded.
-const MAX_EDGE_EVENT_BYTES: usize = 48 << 20;
+pub(super) const MAX_EDGE_EVENT_BYTES: usize = 48 << 20;
 
 pub fn app(state: AppState) -> Router {
     let management = Router::new()

@@ -366,3 +366,114 @@ async fn edge_events_dedupe_on_the_providers_key() {
     assert_eq!(again["data"]["status"], "duplicate");
     assert_eq!(again["data"]["delivery_id"], first["data"]["delivery_id"]);
 }
+
+/// Every management route answers 401 without the admin token, before it looks
+/// at anything else (unknown ids, bodies, sandboxes).
+#[tokio::test]
+async fn every_management_route_needs_the_admin_token() {
+    let t = host().await;
+    let routes = [
+        ("POST", "/v1/webhooks/incoming"),
+        ("GET", "/v1/webhooks/incoming"),
+        ("GET", "/v1/webhooks/incoming/rcv_x"),
+        ("PUT", "/v1/webhooks/incoming/rcv_x"),
+        ("DELETE", "/v1/webhooks/incoming/rcv_x"),
+        ("GET", "/v1/webhooks/incoming/rcv_x/deliveries"),
+        ("GET", "/v1/deliveries/dlv_x"),
+        ("POST", "/v1/deliveries/dlv_x/replay"),
+        ("GET", "/v1/sandboxes"),
+        ("POST", "/v1/sandboxes"),
+        ("GET", "/v1/sandboxes/box"),
+        ("DELETE", "/v1/sandboxes/box"),
+        ("POST", "/v1/sandboxes/box/pause"),
+        ("POST", "/v1/sandboxes/box/resume"),
+        ("POST", "/v1/sandboxes/box/deliver"),
+        ("POST", "/v1/sandboxes/box/exec"),
+        ("POST", "/v1/plugins?name=p"),
+        ("GET", "/v1/plugins"),
+        ("GET", "/v1/plugins/p"),
+        ("DELETE", "/v1/plugins/p"),
+    ];
+    for (method, uri) in routes {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, body) = t.send(req).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}: {body}");
+        assert_eq!(body["code"], "unauthorized", "{method} {uri}");
+    }
+    assert!(t.plane.calls().is_empty());
+}
+
+/// Dedupe is per receiver: the same key hash for another receiver is a new
+/// delivery there.
+#[tokio::test]
+async fn an_edge_key_dedupes_only_within_its_receiver() {
+    let t = host().await;
+    let a = t.create(github_receiver()).await;
+    let b = t.create(github_receiver()).await;
+    let key = "0123456789abcdef0123456789abcdef";
+    let (_, first) = t
+        .edge(&edge_event(&a, "edg_1", json!("pr-42"), Some(key)))
+        .await;
+    assert_eq!(first["data"]["status"], "accepted");
+    let (_, other) = t
+        .edge(&edge_event(&b, "edg_2", json!("pr-42"), Some(key)))
+        .await;
+    assert_eq!(other["data"]["status"], "accepted", "{other}");
+    assert_ne!(other["data"]["delivery_id"], first["data"]["delivery_id"]);
+}
+
+/// An event a host before 0.2 stored is indexed under its edge id; its
+/// redelivery, now carrying the provider's key, is still a duplicate.
+#[tokio::test]
+async fn an_edge_event_stored_under_its_edge_id_stays_a_duplicate() {
+    use sha2::Digest;
+    let t = host().await;
+    let id = t.create(github_receiver()).await;
+    let edge_hash = hex::encode(&sha2::Sha256::digest("edge\0edg_old")[..16]);
+    t.state.dedupe.load(vec![crate::store::LiveKey {
+        receiver_id: id.clone(),
+        key: edge_hash,
+        delivery_id: "dlv_stored_by_0_1".into(),
+        expires_at: crate::ids::now_millis() + 60_000,
+    }]);
+    let (status, body) = t
+        .edge(&edge_event(
+            &id,
+            "edg_old",
+            json!("pr-42"),
+            Some("ffff0000ffff0000ffff0000ffff0000"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "duplicate");
+    assert_eq!(body["data"]["delivery_id"], "dlv_stored_by_0_1");
+}
+
+/// An action the host's core cannot read fails its own delivery when it runs;
+/// the event itself is taken (a refusal would block the edge's outbox).
+#[tokio::test]
+async fn an_edge_action_the_host_cannot_read_fails_only_its_delivery() {
+    let t = host().await;
+    let id = t.create(github_receiver()).await;
+    let mut event = edge_event(&id, "edg_1", json!("pr-42"), None);
+    event["plan"][0]["spec"] = json!({"action_type": "teleport", "to": "mars"});
+    let (status, body) = t.edge(&event).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let d = t
+        .settled(body["data"]["delivery_id"].as_str().unwrap())
+        .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("stored action is unreadable"),
+        "{d}"
+    );
+    assert!(t.plane.calls().is_empty());
+}
