@@ -45,6 +45,12 @@ impl Headers {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
     }
 
+    /// The names and values in wire order, as owned pairs (what the runtimes
+    /// store and forward).
+    pub fn into_pairs(self) -> Vec<(String, Vec<u8>)> {
+        self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

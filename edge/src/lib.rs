@@ -107,10 +107,7 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
         receiver_id: id.clone(),
         method,
         url,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_vec()))
-            .collect(),
+        headers: headers.into_pairs(),
         body,
         remote_addr: remote,
         received_at: millis(received_at),

@@ -112,11 +112,7 @@ async fn run_plugin_verifiers(
     let request = WireRequest {
         method: wire.method.to_owned(),
         url: wire.url.to_owned(),
-        headers: wire
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_vec()))
-            .collect(),
+        headers: wire.headers.clone().into_pairs(),
         body: wire.body.clone(),
         remote_addr: wire.remote.map(|a| a.to_string()),
         received_at_ms: u64::try_from(wire.received_at).unwrap_or(0),

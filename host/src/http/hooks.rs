@@ -184,10 +184,7 @@ async fn receive_inner(
             verified_at: Some(verified_at),
             method,
             url,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_owned(), v.to_vec()))
-                .collect(),
+            headers: headers.into_pairs(),
             body: body.to_vec(),
             remote_addr: remote.map(|r| r.ip().to_string()),
         },
