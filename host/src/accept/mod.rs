@@ -154,7 +154,6 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
         key_expires_at: key.as_ref().map(|k| k.expires_at),
-        sandbox: sandbox.as_ref().map(ToString::to_string),
         status,
         last_error: unusable
             .filter(|_| status == DeliveryStatus::Failed)
@@ -165,7 +164,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
             receiver_id.clone(),
             received_at,
             request,
-            String::new(),
+            sandbox.as_ref().map(ToString::to_string),
             plan,
             trace,
         )

@@ -79,18 +79,19 @@ fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
         "status": d.status,
         "sandbox": d.sandbox,
         "received_at": ids::rfc3339(d.received_at),
-        "verified_at": d.verified_at.map(ids::rfc3339),
+        "verified_at": d.request.verified_at.map(ids::rfc3339),
         "actions_done": d.progress,
         "actions_total": d.plan.len(),
         "attempts": d.attempts,
         "last_error": d.last_error,
         "next_attempt_at": d.next_attempt_at.map(ids::rfc3339),
         "replay_of": d.replay_of,
-        "body_bytes": d.body.len(),
+        "body_bytes": d.request.body.len(),
     });
     if full {
         use base64::Engine;
         let headers: Vec<Value> = d
+            .request
             .headers
             .iter()
             .map(|(n, value)| {
@@ -102,14 +103,14 @@ fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
                 json!([n, shown])
             })
             .collect();
-        let body = match std::str::from_utf8(&d.body) {
+        let body = match std::str::from_utf8(&d.request.body) {
             Ok(text) => json!({"encoding": "utf-8", "data": text}),
             Err(_) => {
-                json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.body)})
+                json!({"encoding": "base64", "data": base64::engine::general_purpose::STANDARD.encode(&d.request.body)})
             }
         };
         v["request"] = json!({
-            "method": d.method, "url": d.url, "remote_addr": d.remote_addr,
+            "method": d.request.method, "url": d.request.url, "remote_addr": d.request.remote_addr,
             "headers": headers, "body": body,
         });
         v["actions"] = json!(d.plan.iter().map(|p| &p.spec).collect::<Vec<_>>());
@@ -134,16 +135,21 @@ async fn replay(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored receiver: {e}")))?;
     let live = LiveReceiver::new(row.id.clone(), config);
     let headers: Headers = original
+        .request
         .headers
         .iter()
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     let request = Request {
-        method: &original.method,
-        url: &original.url,
+        method: &original.request.method,
+        url: &original.request.url,
         headers: &headers,
-        body: &original.body,
-        remote_addr: original.remote_addr.as_deref().and_then(|a| a.parse().ok()),
+        body: &original.request.body,
+        remote_addr: original
+            .request
+            .remote_addr
+            .as_deref()
+            .and_then(|a| a.parse().ok()),
         received_at: original.received_at / 1000,
     };
     let mut trace = Trace::default();
@@ -153,14 +159,17 @@ async fn replay(
         format!(
             "replay of {} (verified at {}); not authenticated again",
             original.id,
-            original.verified_at.map_or("-".to_owned(), ids::rfc3339)
+            original
+                .request
+                .verified_at
+                .map_or("-".to_owned(), ids::rfc3339)
         ),
     ));
     let (target, plan) = accept::route(&live, request, &mut trace);
     let incoming = Incoming {
         receiver_id: original.receiver_id.clone(),
         received_at: ids::now_millis(),
-        request: original.request(),
+        request: original.request.clone(),
         key: None,
         target,
         plan,

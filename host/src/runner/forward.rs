@@ -61,7 +61,7 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
     let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
     let body = match spec.payload {
         Payload::Original => {
-            for (name, value) in &d.headers {
+            for (name, value) in &d.request.headers {
                 let lower = name.to_ascii_lowercase();
                 if HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with("x-hookgate-") {
                     continue;
@@ -71,19 +71,20 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 }
                 headers.push((name.clone(), value.clone()));
             }
-            bytes::Bytes::from(d.body.clone())
+            bytes::Bytes::from(d.request.body.clone())
         }
         Payload::Envelope => {
             let shown: Vec<serde_json::Value> = d
+                .request
                 .headers
                 .iter()
                 .filter(|(n, _)| !is_credential(n) || extra(n))
                 .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
                 .collect();
-            let body = match std::str::from_utf8(&d.body) {
+            let body = match std::str::from_utf8(&d.request.body) {
                 Ok(text) => json!({"encoding": "utf-8", "data": text}),
                 Err(_) => {
-                    json!({"encoding": "base64", "data": B64.encode(&d.body)})
+                    json!({"encoding": "base64", "data": B64.encode(&d.request.body)})
                 }
             };
             let envelope = json!({
@@ -91,8 +92,8 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 "receiver_id": d.receiver_id,
                 "sandbox": d.sandbox,
                 "received_at": ids::rfc3339(d.received_at),
-                "method": d.method,
-                "url": d.url,
+                "method": d.request.method,
+                "url": d.request.url,
                 "headers": shown,
                 "body": body,
                 "replay_of": d.replay_of,
@@ -136,7 +137,7 @@ mod tests {
             "rcv_1".into(),
             1_795_000_000_000,
             request,
-            "pr-42".into(),
+            Some("pr-42".into()),
             Vec::new(),
             Trace::default(),
         )

@@ -11,8 +11,8 @@
 use rusqlite::{Connection, params};
 
 use super::{
-    DeliveryRow, DeliveryStatus, LiveKey, Progress, Result, Store, StoreError, StoredValue,
-    cached_row, json, parse, rows, run,
+    DeliveryRow, DeliveryStatus, LiveKey, Progress, Result, Store, StoreError, StoredRequest,
+    StoredValue, cached_row, json, parse, rows, run,
 };
 
 impl Store {
@@ -176,7 +176,7 @@ struct Encoded {
 impl Encoded {
     fn of(row: &DeliveryRow) -> Self {
         Self {
-            headers: encode_headers(&row.headers),
+            headers: encode_headers(&row.request.headers),
             plan: json(&row.plan),
             trace: json(&row.trace),
         }
@@ -196,12 +196,12 @@ fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Resu
             row.id,
             row.receiver_id,
             row.received_at,
-            row.verified_at,
-            row.method,
-            row.url,
+            row.request.verified_at,
+            row.request.method,
+            row.request.url,
             enc.headers,
-            row.body,
-            row.remote_addr,
+            row.request.body,
+            row.request.remote_addr,
             row.idempotency_key,
             row.sandbox,
             row.status,
@@ -228,12 +228,14 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
         id: r.get(0)?,
         receiver_id: r.get(1)?,
         received_at: r.get(2)?,
-        verified_at: r.get(3)?,
-        method: r.get(4)?,
-        url: r.get(5)?,
-        headers: decode_headers(&headers)?,
-        body: r.get(7)?,
-        remote_addr: r.get(8)?,
+        request: StoredRequest {
+            verified_at: r.get(3)?,
+            method: r.get(4)?,
+            url: r.get(5)?,
+            headers: decode_headers(&headers)?,
+            body: r.get(7)?,
+            remote_addr: r.get(8)?,
+        },
         idempotency_key: r.get(9)?,
         sandbox: r.get(10)?,
         status: r.get(11)?,
@@ -251,7 +253,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use crate::store::{DeliveryRow, DeliveryStatus, test_store as store};
+    use crate::store::{DeliveryRow, DeliveryStatus, StoredRequest, test_store as store};
 
     /// A pending delivery with binary and text headers, and a dedupe key if given.
     pub fn delivery(id: &str, key: Option<(&str, i64)>) -> DeliveryRow {
@@ -259,15 +261,17 @@ pub(super) mod tests {
             id: id.to_owned(),
             receiver_id: "rcv_1".to_owned(),
             received_at: 1,
-            verified_at: Some(1),
-            method: "POST".to_owned(),
-            url: "http://h/hooks/rcv_1".to_owned(),
-            headers: vec![
-                ("x-bin".to_owned(), vec![0xff, 0x00]),
-                ("x-text".to_owned(), b"v".to_vec()),
-            ],
-            body: vec![1, 2, 3],
-            remote_addr: None,
+            request: StoredRequest {
+                verified_at: Some(1),
+                method: "POST".to_owned(),
+                url: "http://h/hooks/rcv_1".to_owned(),
+                headers: vec![
+                    ("x-bin".to_owned(), vec![0xff, 0x00]),
+                    ("x-text".to_owned(), b"v".to_vec()),
+                ],
+                body: vec![1, 2, 3],
+                remote_addr: None,
+            },
             idempotency_key: key.map(|(k, _)| k.to_owned()),
             key_expires_at: key.map(|(_, e)| e),
             sandbox: Some("box".to_owned()),
@@ -302,7 +306,10 @@ pub(super) mod tests {
         );
         // Binary header values survive the round trip.
         let d = s.delivery("dlv_1".into()).await.unwrap().unwrap();
-        assert_eq!(d.headers[0].1, vec![0xff, 0x00]);
-        assert_eq!((d.body, d.key_expires_at), (vec![1, 2, 3], Some(2000)));
+        assert_eq!(d.request.headers[0].1, vec![0xff, 0x00]);
+        assert_eq!(
+            (d.request.body, d.key_expires_at),
+            (vec![1, 2, 3], Some(2000))
+        );
     }
 }

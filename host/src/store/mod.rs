@@ -148,12 +148,8 @@ pub struct DeliveryRow {
     pub id: String,
     pub receiver_id: String,
     pub received_at: i64,
-    pub verified_at: Option<i64>,
-    pub method: String,
-    pub url: String,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Vec<u8>,
-    pub remote_addr: Option<String>,
+    /// The request as it arrived.
+    pub request: StoredRequest,
     pub idempotency_key: Option<String>,
     /// Until when `idempotency_key` dedupes (the receiver's retention).
     pub key_expires_at: Option<i64>,
@@ -187,7 +183,7 @@ impl DeliveryRow {
         receiver_id: String,
         received_at: i64,
         request: StoredRequest,
-        sandbox: String,
+        sandbox: Option<String>,
         plan: Vec<PlannedAction>,
         trace: hookgate_core::explain::Trace,
     ) -> Self {
@@ -200,15 +196,10 @@ impl DeliveryRow {
             id,
             receiver_id,
             received_at,
-            verified_at: request.verified_at,
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-            remote_addr: request.remote_addr,
+            request,
             idempotency_key: None,
             key_expires_at: None,
-            sandbox: Some(sandbox),
+            sandbox,
             status,
             plan,
             progress: 0,
@@ -218,18 +209,6 @@ impl DeliveryRow {
             trace,
             replay_of: None,
             updated_at: received_at,
-        }
-    }
-
-    /// The request as stored, for a replay.
-    pub fn request(&self) -> StoredRequest {
-        StoredRequest {
-            verified_at: self.verified_at,
-            method: self.method.clone(),
-            url: self.url.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-            remote_addr: self.remote_addr.clone(),
         }
     }
 }
