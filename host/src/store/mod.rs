@@ -261,9 +261,27 @@ impl Store {
         // read-only connection: closing a writable one would fold a pending WAL
         // into the file (and switching to WAL rewrites the header).
         if path.exists() {
+            // A reader of a WAL database creates the -wal and -shm files when
+            // they are missing; a refused database is left without them, as found.
+            let sidecars: Vec<_> = ["-wal", "-shm"]
+                .iter()
+                .map(|suffix| {
+                    let mut name = path.clone().into_os_string();
+                    name.push(suffix);
+                    std::path::PathBuf::from(name)
+                })
+                .filter(|p| !p.exists())
+                .collect();
             let probe = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             probe.execute_batch("PRAGMA busy_timeout = 5000;")?;
-            schema::version(&probe, &path)?;
+            let checked = schema::version(&probe, &path);
+            drop(probe);
+            if checked.is_err() {
+                for created in sidecars {
+                    let _ = std::fs::remove_file(created);
+                }
+            }
+            checked?;
         }
         let writer_conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         writer_conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
