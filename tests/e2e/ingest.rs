@@ -388,3 +388,76 @@ async fn health_and_metrics() {
         assert!(metrics.contains(&needle), "missing {needle} in\n{metrics}");
     }
 }
+
+/// Clients that go away mid-body or right after sending, while their delivery
+/// is being committed (hyper then drops the handler). Afterwards every key has
+/// exactly one delivery, each ran exactly once, none is left pending, and every
+/// resend is a duplicate of it.
+#[tokio::test]
+async fn clients_that_vanish_mid_request_leave_no_orphan_and_no_twin() {
+    let t = TestHost::start().await;
+    let id = t.create(github_receiver()).await;
+    let body = |n: usize| serde_json::to_vec(&pr("opened", 42 + (n % 3) as u64)).unwrap();
+    let raw = |n: usize| {
+        let bytes = body(n);
+        let head = format!(
+            "POST /hooks/{id} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             X-GitHub-Delivery: gone-{n}\r\nX-Hub-Signature-256: {}\r\nContent-Length: {}\r\n\r\n",
+            github_signature(&bytes),
+            bytes.len()
+        );
+        (head.into_bytes(), bytes)
+    };
+    let addr = t.host.addr;
+    let mut clients = Vec::new();
+    for n in 0..120 {
+        let (head, bytes) = raw(n);
+        clients.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&head).await.unwrap();
+            if n % 4 == 0 {
+                // Mid-body: half of it, then gone.
+                let _ = s.write_all(&bytes[..bytes.len() / 2]).await;
+            } else {
+                // All of it, then gone before the answer (a reset, not a close).
+                let _ = s.write_all(&bytes).await;
+                tokio::time::sleep(Duration::from_micros((n % 7) as u64 * 300)).await;
+                let _ = s.set_linger(Some(Duration::ZERO));
+            }
+            drop(s);
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Every key once more, properly: taken now, or a duplicate of the delivery
+    // an earlier client left behind; and then once again, always a duplicate.
+    let mut first = Vec::new();
+    for n in 0..120 {
+        let (status, answer) = t.github_raw(&id, &format!("gone-{n}"), body(n)).await;
+        assert!(status == 202 || status == 200, "{answer}");
+        first.push(answer["data"]["delivery_id"].as_str().unwrap().to_owned());
+    }
+    for (n, delivery) in first.iter().enumerate() {
+        let (status, answer) = t.github_raw(&id, &format!("gone-{n}"), body(n)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["data"]["status"], "duplicate");
+        assert_eq!(
+            answer["data"]["delivery_id"].as_str(),
+            Some(delivery.as_str())
+        );
+    }
+    assert_eq!(t.stored(&id).await, 120, "one delivery per key");
+    for delivery in &first {
+        let d = t.settled(delivery).await;
+        assert_eq!(d["status"], "succeeded", "{d}");
+    }
+    let calls = t.plane().calls();
+    for delivery in &first {
+        let runs = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Deliver { delivery_id: Some(d), .. } if d == delivery))
+            .count();
+        assert_eq!(runs, 1, "{delivery} ran {runs} times");
+    }
+}

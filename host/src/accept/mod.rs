@@ -21,7 +21,7 @@ pub use route::{plan, route};
 use hookgate_core::SandboxName;
 use hookgate_core::explain::{Outcome, Stage, Step, Trace};
 
-use crate::dedupe::{self, Claim, Settled};
+use crate::dedupe::{self, Claim, ClaimGuard, Settled};
 use crate::ids;
 use crate::state::AppState;
 use crate::store::{DeliveryRow, DeliveryStatus, PlannedAction, StoreError, StoredRequest};
@@ -169,24 +169,50 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
             trace,
         )
     };
+    // From here the delivery is handed to the commit. Storing it, settling its
+    // key and queueing its actions run on a task of their own: a client that
+    // goes away (hyper then drops this request's future) cannot leave a row
+    // committed but never run, or its key released for a second copy.
+    let committing = tokio::spawn(commit(
+        state.clone(),
+        row,
+        guard,
+        key.map(|k| k.expires_at),
+        sandbox,
+    ));
+    committing
+        .await
+        .map_err(|e| AcceptError::Internal(format!("committing the delivery: {e}")))??;
+    Ok(Accepted::New {
+        delivery_id,
+        status,
+    })
+}
+
+/// Stores an accepted delivery, settles its key and queues its actions: the
+/// part of acceptance that must finish once begun.
+async fn commit(
+    state: AppState,
+    row: DeliveryRow,
+    guard: Option<ClaimGuard>,
+    key_expires_at: Option<i64>,
+    sandbox: Option<SandboxName>,
+) -> Result<(), AcceptError> {
+    let (delivery_id, receiver_id, status) = (row.id.clone(), row.receiver_id.clone(), row.status);
+    // A failed write drops the guard unsettled: the key is free again.
     state.store.insert_delivery(row).await?;
     if status == DeliveryStatus::Failed {
         metrics::counter!("hookgate_deliveries_finished_total", "status" => status.as_str())
             .increment(1);
     }
-    if let (Some(g), Some(key)) = (guard, &key) {
-        g.stored(delivery_id.clone(), key.expires_at);
+    if let (Some(g), Some(expires_at)) = (guard, key_expires_at) {
+        g.stored(delivery_id.clone(), expires_at);
     }
     tracing::info!(delivery_id = %delivery_id, receiver = %receiver_id, sandbox = sandbox.as_ref().map(SandboxName::as_str), status = status.as_str(), "accepted");
     if let Some(sandbox) = sandbox
         && status == DeliveryStatus::Pending
     {
-        state
-            .runner
-            .submit(delivery_id.clone(), sandbox.to_string());
+        state.runner.submit(delivery_id, sandbox.to_string());
     }
-    Ok(Accepted::New {
-        delivery_id,
-        status,
-    })
+    Ok(())
 }

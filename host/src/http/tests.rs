@@ -477,3 +477,61 @@ async fn an_edge_action_the_host_cannot_read_fails_only_its_delivery() {
     );
     assert!(t.plane.calls().is_empty());
 }
+
+/// Regression (the trust issue): a request dropped while its delivery was being
+/// committed (hyper drops the handler when the client goes away) left the row
+/// `pending` and never run, and released its key, so a resend became a second
+/// delivery. Acceptance is polled exactly once here, far enough to hand the row
+/// to the commit, and then dropped.
+#[tokio::test]
+async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
+    use std::future::Future;
+    let t = host().await;
+    let id = t.create(github_receiver()).await;
+    let live = t.state.live(&id).unwrap();
+    let incoming = || crate::accept::Incoming {
+        receiver_id: id.clone(),
+        received_at: crate::ids::now_millis(),
+        request: crate::store::StoredRequest {
+            verified_at: Some(1),
+            method: "POST".into(),
+            url: "http://h/hooks".into(),
+            headers: Vec::new(),
+            body: br#"{"action":"opened","pull_request":{"number":42}}"#.to_vec(),
+            remote_addr: None,
+        },
+        key: Some(crate::accept::DedupeKey {
+            hash: "k-dropped".into(),
+            expires_at: crate::ids::now_millis() + 60_000,
+        }),
+        target: crate::accept::Target::Sandbox(hookgate_core::SandboxName::parse("pr-42").unwrap()),
+        plan: crate::accept::plan(&live, &[hookgate_core::rules::Matched(0)]),
+        trace: Default::default(),
+        replay_of: None,
+    };
+    let mut dropped = Box::pin(crate::accept::accept(&t.state, incoming()));
+    std::future::poll_fn(|cx| {
+        assert!(
+            dropped.as_mut().poll(cx).is_pending(),
+            "the commit took no time"
+        );
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(dropped);
+    // The key is settled by the commit it was handed to: a resend is a duplicate
+    // of the one stored delivery, which runs.
+    let again = crate::accept::accept(&t.state, incoming()).await.unwrap();
+    let crate::accept::Accepted::Duplicate { delivery_id } = again else {
+        panic!("a second delivery for one key: {again:?}");
+    };
+    let d = t.settled(&delivery_id).await;
+    assert_eq!(d["status"], "succeeded", "{d}");
+    let delivered = t
+        .plane
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Deliver { .. }))
+        .count();
+    assert_eq!(delivered, 1);
+}
