@@ -422,7 +422,7 @@ async fn clients_that_vanish_mid_request_leave_no_orphan_and_no_twin() {
                 // All of it, then gone before the answer (a reset, not a close).
                 let _ = s.write_all(&bytes).await;
                 tokio::time::sleep(Duration::from_micros((n % 7) as u64 * 300)).await;
-                let _ = s.set_linger(Some(Duration::ZERO));
+                let _ = s.set_zero_linger();
             }
             drop(s);
         }));
