@@ -204,6 +204,15 @@ pub async fn open(settings: Settings, plane: Plane) -> Result<Opened> {
             settings.data_dir.display()
         )
     })?;
+    // It holds the database, the admin token and plugin code: the hookgate
+    // user's alone, whatever the umask (and tightened if an older release left
+    // it open).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", settings.data_dir.display()))?;
+    }
     let (admin_token, token_generated) = admin_token(&settings)?;
     let store = Store::open(&settings.data_dir, &settings)?;
     let (plane, local): (Arc<dyn SandboxPlane>, _) = match plane {

@@ -11,14 +11,15 @@ use hookgate::settings::Settings;
 use hookgate::{Host, Plane};
 use serde_json::{Value, json};
 
-/// Whether to skip a minute-scale test: `HOOKGATE_TEST_QUICK=1 cargo test`
-/// leaves out the edge in workerd and the other suites that take tens of
-/// seconds each, for a fast loop while iterating. `scripts/test` (README's test
-/// command, and CI) clears the variable, so they always run there.
+/// Whether to skip a minute-scale test: `SKIP_SLOW_TESTS=1 cargo test` leaves
+/// out the edge in workerd and the other suites that take tens of seconds each,
+/// for a fast loop while iterating. `scripts/test` (README's test command, and
+/// CI) clears the variable, so they always run there. It is named outside
+/// `HOOKGATE_*`, which the binary reads as settings and refuses when unknown.
 pub fn skip_slow(what: &str) -> bool {
-    let quick = std::env::var("HOOKGATE_TEST_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let quick = std::env::var("SKIP_SLOW_TESTS").is_ok_and(|v| !v.is_empty() && v != "0");
     if quick {
-        eprintln!("skipped while HOOKGATE_TEST_QUICK is set: {what}");
+        eprintln!("skipped while SKIP_SLOW_TESTS is set: {what}");
     }
     quick
 }
@@ -244,10 +245,11 @@ impl TestHost {
         body["data"]["pagination"]["total"].as_u64().unwrap()
     }
 
-    /// The Prometheus text of `GET /metrics`.
+    /// The Prometheus text of `GET /metrics` (admin token required).
     pub async fn metrics(&self) -> String {
         self.client
             .get(self.url("/metrics"))
+            .bearer_auth(&self.host.admin_token)
             .send()
             .await
             .unwrap()

@@ -4,8 +4,9 @@
 //! (`app(state).oneshot(request)`); [`serve`] runs it on a listener with hyper
 //! directly (not `axum::serve`) because a webhook endpoint faces the internet: it
 //! needs a header-read timeout against slow clients, and a graceful drain on
-//! SIGTERM. Every management route sits behind [`auth::require_admin`]; the
-//! receiver URL, the edge's ingest (signed by the edge) and health do not.
+//! SIGTERM. Every management route, and `/metrics`, sits behind
+//! [`auth::require_admin`]; the receiver URL, the edge's ingest (signed by the
+//! edge) and health do not.
 //! Errors from every room become answers in one place, [`error`].
 
 mod auth;
@@ -52,6 +53,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(sandboxes::routes())
         .merge(plugins::routes())
+        // Its labels name every receiver id, the unguessable part of a
+        // receiver URL: for the operator only.
+        .route("/metrics", get(render_metrics))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -63,7 +67,6 @@ pub fn app(state: AppState) -> Router {
             post(edge::ingest).layer(axum::extract::DefaultBodyLimit::max(MAX_EDGE_EVENT_BYTES)),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(render_metrics))
         .merge(management)
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .with_state(state)

@@ -176,6 +176,7 @@ async fn remove(
     let now = ids::now_millis();
     row.deleted_at = Some(now);
     row.updated_at = now;
+    row.secrets.clear();
     state.save_receiver(row.clone()).await?;
     tracing::info!(receiver = %row.id, "receiver deleted");
     Ok(ok(

@@ -181,6 +181,16 @@ async fn management_needs_the_admin_token_and_unknown_routes_are_404() {
     );
     let req = Request::get("/healthz").body(Body::empty()).unwrap();
     assert_eq!(t.send(req).await.0, StatusCode::OK);
+    // Regression (the trust issue): metrics name every receiver id.
+    let id = t.create(github_receiver()).await;
+    t.github(&id, "d-1", "opened").await;
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let (status, body) = t.send(req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.to_string().contains(&id));
+    let (status, body) = t.admin("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains(&id));
 }
 
 #[tokio::test]
@@ -534,4 +544,84 @@ async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
         .filter(|c| matches!(c, Call::Deliver { .. }))
         .count();
     assert_eq!(delivered, 1);
+}
+
+/// Regression (the trust issue): a deleted receiver's secret values stayed in
+/// the secrets table.
+#[tokio::test]
+async fn deleting_a_receiver_purges_its_secrets() {
+    let t = host().await;
+    let id = t.create(github_receiver()).await;
+    let stored = t.state.store.receiver(id.clone()).await.unwrap().unwrap();
+    assert_eq!(stored.secrets.len(), 1);
+    let (status, _) = t
+        .admin("DELETE", &format!("/v1/webhooks/incoming/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let gone = t.state.store.receiver(id.clone()).await.unwrap().unwrap();
+    assert!(gone.deleted_at.is_some());
+    assert!(gone.secrets.is_empty(), "{:?}", gone.secrets);
+    // Its history stays listed.
+    let (status, _) = t
+        .admin(
+            "GET",
+            &format!("/v1/webhooks/incoming/{id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Regression (the trust issue): the data directory was 0755 and the database
+/// 0644, so any local user could read every secret in it.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_the_hookgate_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let settings = crate::settings::Settings::load(
+        None,
+        [("HOOKGATE_DATA_DIR".to_owned(), data.display().to_string())],
+    )
+    .unwrap();
+    let plane = Arc::new(MemoryPlane::new());
+    let Opened { state, .. } = crate::open(settings, Plane::Custom(plane.clone()))
+        .await
+        .unwrap();
+    let t = T {
+        state,
+        plane,
+        _dir: tmp,
+    };
+    t.state
+        .store
+        .put_receiver(crate::store::ReceiverRow {
+            id: "rcv_1".into(),
+            name: "r".into(),
+            status: crate::store::ReceiverStatus::Active,
+            config: json!({}),
+            secrets: vec![("s".into(), "value".into())],
+            created_at: 1,
+            updated_at: 1,
+            deleted_at: None,
+        })
+        .await
+        .unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(data.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700);
+    for file in [
+        "hookgate.db",
+        "hookgate.db-wal",
+        "hookgate.db-shm",
+        "admin-token",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
 }

@@ -246,6 +246,37 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Creates the database file owner-only (0600) before SQLite first opens it,
+/// or makes an existing one so (an older release left it 0644). SQLite gives
+/// its `-wal` and `-shm` files the database file's mode.
+fn private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                for suffix in ["-wal", "-shm"] {
+                    let mut name = path.as_os_str().to_owned();
+                    name.push(suffix);
+                    match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) `<data_dir>/hookgate.db`, brings its schema up
     /// to date and starts the writer.
@@ -283,6 +314,8 @@ impl Store {
             }
             checked?;
         }
+        private(&path)
+            .map_err(|e| StoreError::Corrupt(format!("making {} 0600: {e}", path.display())))?;
         let writer_conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         writer_conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
         schema::version(&writer_conn, &path)?;

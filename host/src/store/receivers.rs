@@ -22,7 +22,14 @@ impl Store {
                    config = excluded.config, updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
                 params![row.id, row.name, row.status.as_str(), json(&row.config), row.created_at, row.updated_at, row.deleted_at],
             )?;
-            secrets::replace(c, &row.id, &row.secrets)
+            // A deleted receiver's secrets go with it, in the same write; its
+            // row stays, secret-free, for the history of its deliveries.
+            let secrets: &[(String, String)] = if row.deleted_at.is_some() {
+                &[]
+            } else {
+                &row.secrets
+            };
+            secrets::replace(c, &row.id, secrets)
         })
         .await
     }

@@ -5,7 +5,8 @@
 //! values live here, one row per (receiver, name), and leave the store only in
 //! [`ReceiverRow::secrets`](super::ReceiverRow), for the verifiers and the edge
 //! push. They are written with their receiver, in the same write (see
-//! `receivers`), so a receiver and its secrets never disagree.
+//! `receivers`), so a receiver and its secrets never disagree, and purged in
+//! the write that deletes it.
 
 use rusqlite::{Connection, params};
 
