@@ -148,6 +148,19 @@ pub fn verify(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), ForwardError> {
+    check_timestamp(timestamp_header, now_secs)?;
+    let expected = mac(key, timestamp_header.as_bytes(), body);
+    if bool::from(expected.as_bytes().ct_eq(signature_header.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ForwardError::SignatureMismatch)
+    }
+}
+
+/// The first half of [`verify`], which needs no body: the timestamp is an
+/// integer within [`TOLERANCE_SECONDS`] of `now_secs` (any `i64`, however far:
+/// the distance cannot overflow). A receiver checks it before reading the body.
+pub fn check_timestamp(timestamp_header: &str, now_secs: i64) -> Result<(), ForwardError> {
     let sent: i64 = timestamp_header
         .parse()
         .map_err(|_| ForwardError::MalformedTimestamp)?;
@@ -155,12 +168,7 @@ pub fn verify(
     if skew_seconds > TOLERANCE_SECONDS {
         return Err(ForwardError::StaleTimestamp { skew_seconds });
     }
-    let expected = mac(key, timestamp_header.as_bytes(), body);
-    if bool::from(expected.as_bytes().ct_eq(signature_header.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ForwardError::SignatureMismatch)
-    }
+    Ok(())
 }
 
 fn mac(key: &[u8], timestamp: &[u8], body: &[u8]) -> String {
@@ -391,6 +399,27 @@ mod tests {
         wire["plan"][0]["spec"] = unknown.clone();
         let e: ForwardedEvent = serde_json::from_value(wire).unwrap();
         assert_eq!(e.plan[0].spec, unknown);
+    }
+
+    /// A timestamp as far from now as an `i64` allows is out of tolerance, not
+    /// an overflow and not a signature error; the check needs no body.
+    #[test]
+    fn a_timestamp_at_the_ends_of_time_is_stale() {
+        let now = 1_795_000_000;
+        for far in [i64::MIN, i64::MAX, now - 301, now + 301] {
+            assert!(
+                matches!(
+                    check_timestamp(&far.to_string(), now),
+                    Err(ForwardError::StaleTimestamp { .. })
+                ),
+                "{far}"
+            );
+        }
+        assert_eq!(check_timestamp(&(now - 300).to_string(), now), Ok(()));
+        assert_eq!(
+            check_timestamp("", now),
+            Err(ForwardError::MalformedTimestamp)
+        );
     }
 
     #[test]

@@ -585,3 +585,50 @@ async fn receiver_changes_are_pushed_and_made_good_at_start() {
     assert_eq!(count("PUT", &gone), 1, "a deleted receiver is not put back");
     drop(t);
 }
+
+/// Regression (the trust issue): the edge endpoint read a whole body (up to
+/// 48 MiB, with no deadline) before looking at anything. A stale timestamp is
+/// refused before the body, and a stalled body is cut off at the deadline.
+#[tokio::test]
+async fn the_edge_endpoint_reads_nothing_it_need_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestHost::start_with(&[
+        ("HOOKGATE_EDGE_FORWARD_KEY", FORWARD),
+        ("HOOKGATE_LIMITS_BODY_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Headers that promise 45 MiB, and no body at all.
+    let head = |timestamp: &str| {
+        format!(
+            "POST /v1/edge/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             x-hookgate-edge-timestamp: {timestamp}\r\nx-hookgate-edge-signature: 00\r\n\
+             Content-Length: {}\r\n\r\n",
+            45 << 20
+        )
+    };
+    let answer = |request: String| {
+        let addr = t.host.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("no answer within 5 s")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    for stale in [i64::MIN.to_string(), (now - 3600).to_string()] {
+        let text = answer(head(&stale)).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        assert!(text.contains("more than the 300 s allowed"), "{text}");
+    }
+    let text = answer(head(&now.to_string())).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body not received within 1 s"), "{text}");
+}

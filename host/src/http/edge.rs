@@ -11,6 +11,8 @@
 //! delivery id.
 
 use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -36,14 +38,6 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         ));
     }
     let (parts, body) = req.into_parts();
-    let body: Bytes = axum::body::to_bytes(body, super::MAX_EDGE_EVENT_BYTES)
-        .await
-        .map_err(|e| {
-            ApiError::TooLarge(format!(
-                "edge event over {} bytes, or cut short: {e}",
-                super::MAX_EDGE_EVENT_BYTES
-            ))
-        })?;
     let header = |name: &str| {
         parts
             .headers
@@ -51,12 +45,23 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     };
+    let now = ids::now_millis() / 1000;
+    // A stale or missing timestamp is refused before a byte of the body is read.
+    forward::check_timestamp(header(forward::TIMESTAMP_HEADER), now)
+        .map_err(|e| ApiError::SignatureRejected(e.to_string()))?;
+    let body: Bytes = super::read_body(
+        body,
+        super::MAX_EDGE_EVENT_BYTES as u64,
+        Duration::from_secs(state.settings.limits.body_timeout_seconds),
+        "the edge event's",
+    )
+    .await?;
     forward::verify(
         key.as_bytes(),
         header(forward::TIMESTAMP_HEADER),
         header(forward::SIGNATURE_HEADER),
         &body,
-        ids::now_millis() / 1000,
+        now,
     )
     .map_err(|e| ApiError::SignatureRejected(e.to_string()))?;
     let event: ForwardedEvent = serde_json::from_slice(&body)

@@ -13,14 +13,12 @@ use std::time::Duration;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use hookgate_core::Headers;
 use hookgate_core::explain::{Outcome, Stage, Step};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use super::error::{ApiError, ok};
-use super::remote_addr;
+use super::{read_body, remote_addr};
 use crate::accept::{self, Accepted, DedupeKey, Incoming, Target, Wire};
 use crate::ids;
 use crate::state::{AppState, key_expires_at};
@@ -102,24 +100,13 @@ async fn receive_inner(
     // Informational only (anyone can send it): the edge passed this request
     // through because the receiver's auth needs a plugin, which only the host runs.
     let via_edge = parts.headers.contains_key("x-hookgate-edge-proxy");
-    let limited =
-        http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
-    let timeout = Duration::from_secs(limits.body_timeout_seconds);
-    let body: Bytes = match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => {
-            return Err(ApiError::Timeout(format!(
-                "body not received within {} s",
-                timeout.as_secs()
-            )));
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::TooLarge(format!(
-                "body is over this receiver's {max_body}-byte limit"
-            )));
-        }
-        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let body = read_body(
+        body,
+        max_body,
+        Duration::from_secs(limits.body_timeout_seconds),
+        "this receiver's",
+    )
+    .await?;
 
     let headers: Headers = parts
         .headers

@@ -137,6 +137,30 @@ pub fn remote_addr(req: &Request) -> Option<SocketAddr> {
         .map(|c| c.0)
 }
 
+/// Reads a request body through a limit that stops at the first byte too many
+/// and a deadline that cuts off a slow client. `whose` names the limit in the
+/// answer ("this receiver's").
+async fn read_body(
+    body: axum::body::Body,
+    max: u64,
+    deadline: Duration,
+    whose: &str,
+) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX));
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiError::Timeout(format!(
+            "body not received within {} s",
+            deadline.as_secs()
+        ))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(
+            format!("body is over {whose} {max}-byte limit"),
+        )),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
 /// A JSON body, or a 400 that says what is wrong with it.
 fn json_body(json: Result<axum::Json<Value>, JsonRejection>) -> Result<Value, ApiError> {
     json.map(|j| j.0).map_err(|e| match e {
