@@ -3,7 +3,10 @@
 //! A set is fetched on first use and trusted for `jwks.cache_seconds`; a token
 //! whose `kid` the cached set lacks triggers one early refresh, at most once per
 //! `jwks.min_refresh_seconds` per URL, so a flood of bad tokens cannot turn
-//! hookgate into a load generator against the identity provider.
+//! hookgate into a load generator against the identity provider. Fetches are
+//! single-flight: one per URL at a time, and whoever waited for it uses its
+//! result instead of fetching again. A key set's body is capped, and redirects
+//! are not followed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,9 @@ use std::time::{Duration, Instant};
 use hookgate_core::jwks::Jwks;
 
 use crate::settings;
+
+/// The largest key set read; real ones are a few KiB.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 #[derive(Debug)]
 struct Entry {
@@ -24,6 +30,8 @@ pub struct KeySets {
     client: reqwest::Client,
     settings: settings::Jwks,
     entries: Arc<Mutex<HashMap<String, Entry>>>,
+    /// One lock per URL, held while it is fetched: the single flight.
+    flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl KeySets {
@@ -37,6 +45,7 @@ impl KeySets {
             client,
             settings,
             entries: Arc::new(Mutex::new(HashMap::new())),
+            flights: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -46,48 +55,71 @@ impl KeySets {
     pub async fn get(&self, urls: &[&str], refresh: bool) -> HashMap<String, Arc<Jwks>> {
         let mut out = HashMap::new();
         for url in urls {
-            let (cached, stale) = {
-                let entries = self
-                    .entries
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match entries.get(*url) {
-                    Some(e) => {
-                        let age = e.fetched_at.elapsed();
-                        let expired = age > Duration::from_secs(self.settings.cache_seconds);
-                        let may_refresh =
-                            age > Duration::from_secs(self.settings.min_refresh_seconds);
-                        (
-                            e.set.clone(),
-                            expired || (refresh && may_refresh) || (e.set.is_none() && may_refresh),
-                        )
-                    }
-                    None => (None, true),
-                }
-            };
-            let set = if stale {
-                let fetched = self.fetch(url).await;
-                let mut entries = self
-                    .entries
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let keep = fetched.clone().or(cached);
-                entries.insert(
-                    (*url).to_owned(),
-                    Entry {
-                        set: keep.clone(),
-                        fetched_at: Instant::now(),
-                    },
+            let (mut cached, mut stale) = self.cached(url, refresh);
+            if stale {
+                // Wait for any fetch of this URL in flight, then look again: what
+                // it fetched is fresh now, and then this request fetches nothing.
+                let flight = Arc::clone(
+                    self.flights
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry((*url).to_owned())
+                        .or_default(),
                 );
-                keep
-            } else {
-                cached
-            };
-            if let Some(set) = set {
+                let asked_at = Instant::now();
+                let _flying = flight.lock().await;
+                let landed = self
+                    .entries
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(*url)
+                    .filter(|e| e.fetched_at >= asked_at)
+                    .map(|e| e.set.clone());
+                if let Some(set) = landed {
+                    (cached, stale) = (set, false);
+                }
+                if stale {
+                    let fetched = self.fetch(url).await;
+                    let keep = fetched.or(cached);
+                    self.entries
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            (*url).to_owned(),
+                            Entry {
+                                set: keep.clone(),
+                                fetched_at: Instant::now(),
+                            },
+                        );
+                    cached = keep;
+                }
+            }
+            if let Some(set) = cached {
                 out.insert((*url).to_owned(), set);
             }
         }
         out
+    }
+
+    /// The cached set for `url`, and whether it must be fetched (missing,
+    /// expired, or, with `refresh`, not fetched within `min_refresh_seconds`).
+    fn cached(&self, url: &str, refresh: bool) -> (Option<Arc<Jwks>>, bool) {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match entries.get(url) {
+            Some(e) => {
+                let age = e.fetched_at.elapsed();
+                let expired = age > Duration::from_secs(self.settings.cache_seconds);
+                let may_refresh = age > Duration::from_secs(self.settings.min_refresh_seconds);
+                (
+                    e.set.clone(),
+                    expired || (refresh && may_refresh) || (e.set.is_none() && may_refresh),
+                )
+            }
+            None => (None, true),
+        }
     }
 
     async fn fetch(&self, url: &str) -> Option<Arc<Jwks>> {
@@ -101,10 +133,16 @@ impl KeySets {
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status()));
             }
-            let doc: serde_json::Value = response
-                .json()
-                .await
-                .map_err(|e| format!("not JSON: {e}"))?;
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                    return Err(format!("key set over {MAX_JWKS_BYTES} bytes"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let doc: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
             Jwks::parse(&doc)
         }
         .await;

@@ -105,3 +105,88 @@ async fn key_sets_are_fetched_cached_and_refreshed_on_unknown_kid() {
         "{body}"
     );
 }
+
+/// Regression (the trust issue): 40 concurrent tokens with an unknown `kid`
+/// caused 40 fetches of the key set (twice). Fetches are single-flight now,
+/// and an oversized key set is refused.
+#[tokio::test]
+async fn a_flood_of_unknown_kids_fetches_the_key_set_once() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let fetches = fetches.clone();
+        axum::Router::new()
+            .route(
+                "/jwks.json",
+                axum::routing::get(move || {
+                    let fetches = fetches.clone();
+                    async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        // A slow identity provider: every request overlaps this fetch.
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        axum::Json(jwks(&[(1, "k1")]))
+                    }
+                }),
+            )
+            .route(
+                "/huge.json",
+                axum::routing::get(|| async {
+                    // A valid set with k1, padded past the cap.
+                    let mut set = jwks(&[(1, "k1")]);
+                    set["padding"] = json!("x".repeat(300 * 1024));
+                    axum::Json(set)
+                }),
+            )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t = TestHost::start_with(&[("HOOKGATE_JWKS_MIN_REFRESH_SECONDS", "0")]).await;
+    let receiver = |url: String| {
+        json!({
+            "name": "ci",
+            "auth": {"auth_type": "jwt", "algorithms": ["EdDSA"], "jwks_url": url, "issuer": "ci"},
+            "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "ci"},
+            "rules": [{"actions": [{"action_type": "resume_sandbox"}]}]
+        })
+    };
+    let id = t.create(receiver(format!("{base}/jwks.json"))).await;
+    let send = |id: String, tok: String| {
+        let req = t
+            .client
+            .post(t.url(&format!("/hooks/{id}")))
+            .bearer_auth(tok)
+            .body("{}");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let flood: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(send(id.clone(), token(9, "nobody"))))
+        .collect();
+    for s in flood {
+        assert_eq!(s.await.unwrap(), 401);
+    }
+    // The first use fetches, the unknown kid refreshes once; no more.
+    assert!(
+        fetches.load(Ordering::SeqCst) <= 2,
+        "{} fetches",
+        fetches.load(Ordering::SeqCst)
+    );
+
+    let huge = t.create(receiver(format!("{base}/huge.json"))).await;
+    let (status, body) = {
+        let resp = t
+            .client
+            .post(t.url(&format!("/hooks/{huge}")))
+            .bearer_auth(token(1, "k1"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        answer(resp).await
+    };
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not loaded"),
+        "{body}"
+    );
+}
