@@ -560,3 +560,51 @@ async fn a_busy_plugin_pool_answers_503_not_401() {
         "the first ran out its deadline"
     );
 }
+
+/// Regression (the trust issue): every plugin ran before anything else, so an
+/// allowlisted receiver with a slow plugin answered strangers only after the
+/// plugin's deadline and spent the pool on them. The auth tree now runs in its
+/// order: a failed allowlist in `all`, or a passing check first in `any`, means
+/// the plugin never runs.
+#[tokio::test]
+async fn plugins_run_only_when_the_auth_tree_reaches_them() {
+    let t = TestHost::start().await;
+    let (status, body) = upload(&t, "gated", artifacts::HOSTILE).await;
+    assert_eq!(status, 201, "{body}");
+    let slow = json!({"auth_type": "plugin", "plugin": "gated", "config": {"do": "loop"}});
+    let strangers = t
+        .create(receiver(json!({
+            "auth_type": "all",
+            "verifiers": [{"auth_type": "ip_allowlist", "cidrs": ["10.0.0.0/8"]}, slow]
+        })))
+        .await;
+    let (status, body) = post(&t, &strangers, &[], b"{}").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error(&body).contains("verifier 1 of 2 failed"), "{body}");
+    let bearer = t
+        .create(receiver(json!({
+            "auth_type": "any",
+            "verifiers": [
+                {"auth_type": "bearer_static", "secret": {"name": "b", "value": "open-sesame-0123"}},
+                slow
+            ]
+        })))
+        .await;
+    let (status, body) = post(
+        &t,
+        &bearer,
+        &[("Authorization", "Bearer open-sesame-0123".to_owned())],
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let metrics = t.metrics().await;
+    assert!(
+        !metrics.contains(r#"plugin="gated""#),
+        "the plugin ran:\n{metrics}"
+    );
+    // Where the tree does reach it, it runs (and its deadline holds).
+    let (status, body) = post(&t, &bearer, &[], b"{}").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error(&body).contains("50 ms deadline"), "{body}");
+}
