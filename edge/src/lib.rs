@@ -88,7 +88,7 @@ async fn receive(mut req: Request, ctx: RouteContext<()>) -> worker::Result<Resp
     };
     let eval = hookgate_core::evaluate(&receiver, request, &NoEnv);
     if let Err(failure) = &eval.auth {
-        return reply::error(401, "signature_rejected", &failure.reason);
+        return reply::error(401, "signature_rejected", failure.kind.public_reason());
     }
     if let Some(handshake) = eval.handshake {
         let mut response = Response::from_bytes(handshake.body)?.with_status(handshake.status);

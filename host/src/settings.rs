@@ -22,6 +22,7 @@ pub struct Settings {
     pub public_url: String,
     pub admin_token: String,
     pub limits: Limits,
+    pub rejections: Rejections,
     pub dedupe: Dedupe,
     pub runner: Runner,
     pub storage: Storage,
@@ -89,6 +90,12 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_url_bytes: usize,
     pub body_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rejections {
+    pub keep_per_receiver: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -174,9 +174,20 @@ async fn bad_input_gets_a_precise_answer_and_stores_nothing() {
     );
     // Unsigned, badly signed, signed for other bytes.
     let (s, b) = post(&t, &path, &[("X-GitHub-Delivery", "x")], b"{}".to_vec()).await;
+    // The sender learns which kind of check failed; the operator, all of it.
     assert_eq!(
         (s, b["error"].as_str()),
-        (401, Some("signature header X-Hub-Signature-256 missing"))
+        (
+            401,
+            Some("authentication failed: a required credential is missing")
+        )
+    );
+    let r = t
+        .rejected_because(&id, "signature header X-Hub-Signature-256 missing")
+        .await;
+    assert_eq!(
+        (r["status"].as_u64(), r["failed"].as_str()),
+        (Some(401), Some("auth:missing"))
     );
     let (s, b) = post(
         &t,

@@ -270,6 +270,27 @@ impl TestHost {
             .unwrap()
     }
 
+    /// The rejection of `receiver` whose full reason contains `needle` (they are
+    /// recorded in the background, so this waits a little), or a panic that
+    /// lists what was recorded.
+    pub async fn rejected_because(&self, receiver: &str, needle: &str) -> Value {
+        let path = format!("/v1/webhooks/incoming/{receiver}/rejections?limit=100");
+        let mut seen = Value::Null;
+        for _ in 0..200 {
+            let (status, body) = self.api(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{body}");
+            seen = body["data"]["rejections"].clone();
+            if let Some(r) = seen.as_array().and_then(|list| {
+                list.iter()
+                    .find(|r| r["reason"].as_str().is_some_and(|why| why.contains(needle)))
+            }) {
+                return r.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no rejection of {receiver} says {needle:?}: {seen}");
+    }
+
     pub async fn delivery(&self, id: &str) -> Value {
         let (status, body) = self
             .api(reqwest::Method::GET, &format!("/v1/deliveries/{id}"), None)

@@ -58,6 +58,24 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// What the sender of a rejected request is told: which kind of check
+    /// failed, never which secret, allowlist, tree shape or plugin output. The
+    /// whole reason is for the operator (the host keeps it with the rejection).
+    pub fn public_reason(self) -> &'static str {
+        match self {
+            Self::Missing => "authentication failed: a required credential is missing",
+            Self::Malformed => "authentication failed: a credential is malformed",
+            Self::Mismatch => "authentication failed: the signature or credential does not match",
+            Self::Timestamp => {
+                "authentication failed: the signed timestamp is outside the allowed window"
+            }
+            Self::Forbidden => "authentication failed: this sender is not allowed",
+            Self::Claims => "authentication failed: the token's claims are not accepted",
+            Self::UnknownKey => "authentication failed: the token is signed by an unknown key",
+            Self::Plugin => "authentication failed",
+        }
+    }
+
     /// A stable, low-cardinality label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -100,7 +100,7 @@ impl From<AcceptError> for ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::SignatureRejected(_) => (StatusCode::UNAUTHORIZED, "signature_rejected"),

@@ -22,17 +22,45 @@ use super::{read_body, remote_addr};
 use crate::accept::{self, Accepted, DedupeKey, Incoming, Target, Wire};
 use crate::ids;
 use crate::state::{AppState, key_expires_at};
-use crate::store::StoredRequest;
+use crate::store::{RejectionRow, StoredRequest};
+
+/// A refused request: the sender's answer, and for the operator which check
+/// failed and the whole reason (the sender's is short, naming no secret,
+/// allowlist or plugin output).
+#[derive(Debug)]
+struct Refused {
+    error: ApiError,
+    failed: Option<String>,
+    detail: Option<String>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            failed: None,
+            detail: None,
+        }
+    }
+}
+
+impl From<crate::accept::AcceptError> for Refused {
+    fn from(e: crate::accept::AcceptError) -> Self {
+        ApiError::from(e).into()
+    }
+}
 
 pub async fn receive(
     State(state): State<AppState>,
     Path(id): Path<String>,
     req: Request,
 ) -> Response {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
+    let remote = remote_addr(&req);
     let result = receive_inner(&state, &id, req).await;
     let outcome = match &result {
         Ok((_, outcome)) => *outcome,
-        Err(e) => match e {
+        Err(Refused { error: e, .. }) => match e {
             ApiError::NotFound(_) => "not_found",
             ApiError::SignatureRejected(_) => "unauthorized",
             ApiError::TooLarge(_) | ApiError::HeadersTooLarge(_) | ApiError::UriTooLong(_) => {
@@ -48,21 +76,66 @@ pub async fn receive(
     let label = if outcome == "not_found" {
         "unknown".to_owned()
     } else {
-        id
+        id.clone()
     };
     metrics::counter!("hookgate_requests_total", "receiver" => label, "outcome" => outcome)
         .increment(1);
     match result {
         Ok((response, _)) => response,
-        Err(e) => e.into_response(),
+        Err(refused) => {
+            if outcome != "not_found" {
+                record(&state, &id, method, path, remote, outcome, &refused);
+            }
+            refused.error.into_response()
+        }
     }
+}
+
+/// Keeps a refused request for the operator, in the background: the answer
+/// does not wait for it, and a failed write costs only the record.
+fn record(
+    state: &AppState,
+    id: &str,
+    method: String,
+    path: String,
+    remote: Option<std::net::SocketAddr>,
+    outcome: &str,
+    refused: &Refused,
+) {
+    let (status, code) = refused.error.status_and_code();
+    let row = RejectionRow {
+        receiver_id: id.to_owned(),
+        at: ids::now_millis(),
+        remote_addr: remote.map(|a| a.ip().to_string()),
+        method,
+        path,
+        status: status.as_u16(),
+        code: code.to_owned(),
+        failed: refused.failed.clone().unwrap_or_else(|| outcome.to_owned()),
+        reason: refused
+            .detail
+            .clone()
+            .unwrap_or_else(|| refused.error.to_string()),
+    };
+    let (store, keep) = (
+        state.store.clone(),
+        state.settings.rejections.keep_per_receiver,
+    );
+    if keep == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        if let Err(e) = store.add_rejection(row, keep).await {
+            tracing::warn!(error = %e, "recording a rejection failed");
+        }
+    });
 }
 
 async fn receive_inner(
     state: &AppState,
     id: &str,
     req: Request,
-) -> Result<(Response, &'static str), ApiError> {
+) -> Result<(Response, &'static str), Refused> {
     let received_at = ids::now_millis();
     let live = state
         .live(id)
@@ -74,7 +147,8 @@ async fn receive_inner(
         return Err(ApiError::UriTooLong(format!(
             "URL longer than {} bytes",
             limits.max_url_bytes
-        )));
+        ))
+        .into());
     }
     let header_bytes: usize = req
         .headers()
@@ -85,7 +159,8 @@ async fn receive_inner(
         return Err(ApiError::HeadersTooLarge(format!(
             "more than {} headers or {} bytes of headers",
             limits.max_headers, limits.max_header_bytes
-        )));
+        ))
+        .into());
     }
     let max_body = live.config.max_body_bytes.unwrap_or(limits.max_body_bytes);
     if let Some(len) = content_length(req.headers())
@@ -93,7 +168,8 @@ async fn receive_inner(
     {
         return Err(ApiError::TooLarge(format!(
             "body of {len} bytes is over this receiver's {max_body}-byte limit"
-        )));
+        ))
+        .into());
     }
     let remote = remote_addr(&req);
     let (parts, body) = req.into_parts();
@@ -129,7 +205,11 @@ async fn receive_inner(
         metrics::counter!("hookgate_verify_failures_total", "receiver" => live.id.clone(), "reason" => failure.kind.as_str())
             .increment(1);
         tracing::info!(receiver = %live.id, reason = %failure.reason, "verification failed");
-        return Err(ApiError::SignatureRejected(failure.reason.clone()));
+        return Err(Refused {
+            error: ApiError::SignatureRejected(failure.kind.public_reason().to_owned()),
+            failed: Some(format!("auth:{}", failure.kind.as_str())),
+            detail: Some(failure.reason.clone()),
+        });
     }
     let verified_at = ids::now_millis();
     if let Some(reply) = eval.handshake {
@@ -146,9 +226,9 @@ async fn receive_inner(
         Some(Ok(name)) => Target::Sandbox(name),
         Some(Err(why)) => Target::Rejected(why),
         None => {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "evaluation ended without a target"
-            )));
+            return Err(
+                ApiError::Internal(anyhow::anyhow!("evaluation ended without a target")).into(),
+            );
         }
     };
     let retention = live.retention_seconds(&state.settings);

@@ -16,6 +16,7 @@ pub mod error;
 mod hooks;
 mod plugins;
 mod receivers;
+mod rejections;
 mod sandboxes;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
     let management = Router::new()
         .merge(receivers::routes())
         .merge(deliveries::routes())
+        .merge(rejections::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(sandboxes::routes())
         .merge(plugins::routes())

@@ -625,3 +625,53 @@ async fn the_data_directory_is_the_hookgate_users_alone() {
         assert_eq!(mode(file), 0o600, "{file}");
     }
 }
+
+/// Regression (the trust issue): a rejected sender was told which secret its
+/// signature failed against ("… does not match secret github_webhook_secret");
+/// the operator had only logs. The sender now learns the kind of check, and
+/// the receiver's rejections keep the whole reason (the path, not the query).
+#[tokio::test]
+async fn the_sender_learns_the_kind_of_failure_and_the_operator_the_reason() {
+    let t = host().await;
+    let id = t.create(github_receiver()).await;
+    let req = Request::post(format!("/hooks/{id}?token=s3cret-in-query"))
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = t.send(req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body["error"],
+        "authentication failed: the signature or credential does not match"
+    );
+    assert!(
+        !body.to_string().contains("github_webhook_secret"),
+        "{body}"
+    );
+    let path = format!("/v1/webhooks/incoming/{id}/rejections");
+    let mut list = Value::Null;
+    for _ in 0..100 {
+        list = t.admin("GET", &path, None).await.1["data"]["rejections"].clone();
+        if list.as_array().is_some_and(|l| !l.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = &list[0];
+    assert_eq!(r["status"], 401, "{list}");
+    assert_eq!(r["failed"], "auth:mismatch");
+    assert_eq!(r["path"], format!("/hooks/{id}"));
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("github_webhook_secret"),
+        "{r}"
+    );
+    assert!(!list.to_string().contains("s3cret-in-query"));
+    let (status, _) = t
+        .admin("GET", "/v1/webhooks/incoming/rcv_nope/rejections", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -30,6 +30,7 @@
 mod deliveries;
 mod plugins;
 mod receivers;
+mod rejections;
 mod sandboxes;
 mod schema;
 mod secrets;
@@ -48,6 +49,7 @@ use crate::settings::{Settings, Synchronous};
 
 pub use deliveries::decode_headers;
 pub use hookgate_core::config::Status as ReceiverStatus;
+pub use rejections::RejectionRow;
 pub use states::{DeliveryStatus, SandboxState};
 
 #[derive(Debug, thiserror::Error)]

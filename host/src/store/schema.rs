@@ -35,7 +35,7 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), Refusal>,
 }
 
-const MIGRATIONS: [Migration; 2] = [
+const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         what: "the tables of hookgate 0.1.0",
@@ -45,6 +45,11 @@ const MIGRATIONS: [Migration; 2] = [
         version: 2,
         what: "the schema checks the state columns",
         apply: v2,
+    },
+    Migration {
+        version: 3,
+        what: "the rejected requests of each receiver",
+        apply: v3,
     },
 ];
 
@@ -281,6 +286,28 @@ const V2: [Checked; 3] = [
 
 fn v2(c: &Connection) -> Result<(), Refusal> {
     V2.iter().try_for_each(|t| rebuild(c, t))
+}
+
+/// Migration 3: the last rejected requests of each receiver, for the operator.
+/// The path only, never the query, which may carry a credential.
+const V3: &str = "
+CREATE TABLE rejections (
+    id          INTEGER PRIMARY KEY,
+    receiver_id TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    remote_addr TEXT,
+    method      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    code        TEXT NOT NULL,
+    failed      TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX rejections_by_receiver ON rejections (receiver_id, id);
+";
+
+fn v3(c: &Connection) -> Result<(), Refusal> {
+    Ok(c.execute_batch(V3)?)
 }
 
 /// `'a', 'b'`: the allowed values as an SQL list.
