@@ -26,6 +26,7 @@ pub mod handshake;
 pub mod idempotency;
 pub mod jwks;
 pub mod pipeline;
+pub mod redact;
 pub mod request;
 pub mod rules;
 pub mod sandbox_name;

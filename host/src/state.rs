@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use hookgate_core::redact::Credentials;
 use hookgate_core::{Receiver, Secret};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -34,6 +35,12 @@ pub struct LiveReceiver {
     /// Its plugin verifiers as (plugin, config JSON text), deduplicated: worked
     /// out once here, not on every request.
     pub plugin_verifiers: Vec<(String, String)>,
+    /// What its auth tree reads as credentials: never shown.
+    pub credentials: Credentials,
+    /// The same, less the headers a `deliver_to_port` asks for by
+    /// `forward_headers` (its sandbox verifies the signature itself): blanked
+    /// in what is stored, so never forwarded anywhere else either.
+    pub redacted_at_rest: Credentials,
 }
 
 impl LiveReceiver {
@@ -45,8 +52,25 @@ impl LiveReceiver {
             .collect();
         plugin_verifiers.sort();
         plugin_verifiers.dedup();
+        let credentials = config.credentials();
+        let mut redacted_at_rest = credentials.clone();
+        let asked: Vec<&String> = config
+            .rules
+            .iter()
+            .flat_map(|r| &r.actions)
+            .filter_map(|a| match a {
+                hookgate_core::config::Action::DeliverToPort(d) => Some(&d.forward_headers),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        redacted_at_rest
+            .headers
+            .retain(|h| !asked.iter().any(|a| a.eq_ignore_ascii_case(h)));
         Self {
             id,
+            credentials,
+            redacted_at_rest,
             config,
             plugin_verifiers,
         }

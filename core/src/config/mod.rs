@@ -330,6 +330,34 @@ impl Receiver {
     }
 
     /// Every `jwks_url` in the auth tree, for the host to fetch before verifying.
+    /// The header and query parameter names the auth tree reads as
+    /// credentials, whose values are redacted once the request is accepted.
+    pub fn credentials(&self) -> crate::redact::Credentials {
+        let mut out = crate::redact::Credentials::default();
+        let source = |out: &mut crate::redact::Credentials, s: &ValueSource| match s {
+            ValueSource::Header { name } | ValueSource::HeaderParam { name, .. } => {
+                out.add_header(name);
+            }
+            ValueSource::Query { name } => out.add_query(name),
+            _ => {}
+        };
+        self.auth.walk(&mut |auth| match auth {
+            Auth::Hmac(h) => source(&mut out, &h.signature),
+            Auth::HeaderEquals(t) => out.add_header(&t.name),
+            Auth::QueryEquals(t) => out.add_query(&t.name),
+            Auth::Basic(_) | Auth::BearerStatic(_) => out.add_header("Authorization"),
+            Auth::Jwt(j) => source(&mut out, &j.token),
+            Auth::Provider(p) => match &p.scheme {
+                providers::Scheme::Hmac(h) => source(&mut out, &h.signature),
+                providers::Scheme::Gitlab => out.add_header("X-Gitlab-Token"),
+                providers::Scheme::Twilio => out.add_header("X-Twilio-Signature"),
+                providers::Scheme::Hubspot => out.add_header("X-HubSpot-Signature-v3"),
+            },
+            _ => {}
+        });
+        out
+    }
+
     pub fn jwks_urls(&self) -> Vec<&str> {
         let mut out = Vec::new();
         self.auth.walk(&mut |auth| {

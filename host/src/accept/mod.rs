@@ -118,7 +118,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     let Incoming {
         receiver_id,
         received_at,
-        request,
+        mut request,
         key,
         target,
         plan,
@@ -150,6 +150,11 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     } else {
         DeliveryStatus::Pending
     };
+    // What the auth tree read as credentials is not kept, shown or forwarded.
+    if let Some(live) = state.live(&receiver_id) {
+        live.redacted_at_rest.redact_headers(&mut request.headers);
+        request.url = live.redacted_at_rest.redact_url(&request.url);
+    }
     let delivery_id = ids::delivery_id();
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),

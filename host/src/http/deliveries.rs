@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use hookgate_core::explain::{Outcome, Stage, Step, Trace};
+use hookgate_core::redact::Credentials;
 use hookgate_core::request::is_credential;
 use hookgate_core::{Headers, Request};
 use serde_json::{Value, json};
@@ -52,7 +53,7 @@ async fn deliveries(
         return Err(ApiError::NotFound(format!("no receiver {id}")));
     }
     let (rows, total) = state.store.deliveries(id, status, page, limit).await?;
-    let list: Vec<Value> = rows.iter().map(|d| delivery_json(d, false)).collect();
+    let list: Vec<Value> = rows.iter().map(|d| delivery_json(d, false, None)).collect();
     Ok(ok(
         StatusCode::OK,
         json!({"deliveries": list, "pagination": pagination(page, limit, total)}),
@@ -68,11 +69,15 @@ async fn delivery(
         .delivery(id.clone())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no delivery {id}")))?;
-    Ok(ok(StatusCode::OK, delivery_json(&d, true)))
+    let live = state.live(&d.receiver_id);
+    let credentials = live.as_ref().map(|l| &l.credentials);
+    Ok(ok(StatusCode::OK, delivery_json(&d, true, credentials)))
 }
 
 /// A delivery as the API shows it; `full` adds the request and the trace.
-fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
+/// `credentials`: what the receiver's auth tree reads, hidden too (kept at rest
+/// only when an action forwards it).
+fn delivery_json(d: &DeliveryRow, full: bool, credentials: Option<&Credentials>) -> Value {
     let mut v = json!({
         "id": d.id,
         "receiver_id": d.receiver_id,
@@ -95,7 +100,7 @@ fn delivery_json(d: &DeliveryRow, full: bool) -> Value {
             .headers
             .iter()
             .map(|(n, value)| {
-                let shown = if is_credential(n) {
+                let shown = if is_credential(n) || credentials.is_some_and(|c| c.header(n)) {
                     "<redacted>".to_owned()
                 } else {
                     String::from_utf8_lossy(value).into_owned()

@@ -675,3 +675,67 @@ async fn the_sender_learns_the_kind_of_failure_and_the_operator_the_reason() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Regression (the trust issue): a `query_equals` token showed in
+/// `GET /v1/deliveries/{id}` and in the envelope the sandbox got, and a
+/// `header_equals` secret in a custom header reached both too. What the auth
+/// tree reads as a credential is now redacted in what is stored, shown and
+/// forwarded.
+#[tokio::test]
+async fn credentials_the_auth_tree_reads_are_not_kept_shown_or_forwarded() {
+    let t = host().await;
+    let secret = |v: &str| json!({"name": format!("ops_{}", v.len()), "value": v});
+    let id = t
+        .create(json!({
+            "name": "ops",
+            "auth": {"auth_type": "all", "verifiers": [
+                {"auth_type": "header_equals", "name": "X-Ops-Code", "secret": secret("hunter2-header-code")},
+                {"auth_type": "query_equals", "name": "token", "secret": secret("s3cret-query-token")}
+            ]},
+            "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "ops"},
+            "rules": [{"actions": [
+                {"action_type": "ensure_sandbox", "template": {"image": "echo"}},
+                {"action_type": "deliver_to_port", "port": 3000, "payload": "envelope"}
+            ]}]
+        }))
+        .await;
+    let req = Request::post(format!("/hooks/{id}?token=s3cret-query-token&keep=1"))
+        .header("x-ops-code", "hunter2-header-code")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = t.send(req).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let delivery_id = body["data"]["delivery_id"].as_str().unwrap().to_owned();
+    let shown = t.settled(&delivery_id).await;
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    let stored = t.state.store.delivery(delivery_id).await.unwrap().unwrap();
+    let forwarded: Vec<String> = t
+        .plane
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            Call::Deliver { body, .. } => Some(String::from_utf8_lossy(body).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 1);
+    for (what, text) in [
+        ("shown", shown.to_string()),
+        ("stored", format!("{:?}", stored.request)),
+        ("forwarded", forwarded[0].clone()),
+    ] {
+        assert!(!text.contains("hunter2-header-code"), "{what}: {text}");
+        assert!(!text.contains("s3cret-query-token"), "{what}: {text}");
+    }
+    assert!(
+        shown["request"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("?token=<redacted>&keep=1")
+    );
+    assert!(
+        forwarded[0].contains("token=<redacted>&keep=1"),
+        "{}",
+        forwarded[0]
+    );
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hookgate_core::config::{DeliverToPort, Payload};
+use hookgate_core::redact::REDACTED;
 use hookgate_core::request::is_credential;
 use serde_json::json;
 
@@ -66,7 +67,7 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 if HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with("x-hookgate-") {
                     continue;
                 }
-                if is_credential(&lower) && !extra(&lower) {
+                if (is_credential(&lower) && !extra(&lower)) || value == REDACTED.as_bytes() {
                     continue;
                 }
                 headers.push((name.clone(), value.clone()));
@@ -78,7 +79,7 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 .request
                 .headers
                 .iter()
-                .filter(|(n, _)| !is_credential(n) || extra(n))
+                .filter(|(n, v)| (!is_credential(n) || extra(n)) && v != REDACTED.as_bytes())
                 .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
                 .collect();
             let body = match std::str::from_utf8(&d.request.body) {
