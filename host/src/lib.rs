@@ -135,6 +135,7 @@ impl Host {
         let task_state = state.clone();
         let task = tokio::spawn(async move {
             let cleaner = tokio::spawn(clean_keys(task_state.clone(), stop_rx.clone()));
+            let pruner = tokio::spawn(prune(task_state.clone(), stop_rx.clone()));
             let sweeper = local.clone().map(|l| {
                 tokio::spawn(sweep(
                     l,
@@ -144,6 +145,7 @@ impl Host {
             });
             http::serve(listener, router, &task_state.settings, stop_rx).await?;
             cleaner.abort();
+            pruner.abort();
             if let Some(s) = sweeper {
                 s.abort();
             }
@@ -352,6 +354,50 @@ async fn sweep(
             () = stopped(&mut stop) => return,
         }
         plane.sweep().await;
+    }
+}
+
+/// Deliveries pruned per batch: small enough that a batch is one short
+/// transaction among the acks' group commits.
+const PRUNE_BATCH: u32 = 500;
+
+/// Deletes deliveries older than `retention.deliveries_days` (bodies and all),
+/// every `retention.prune_interval_seconds`, in bounded batches.
+async fn prune(state: AppState, mut stop: watch::Receiver<bool>) {
+    let days = state.settings.retention.deliveries_days;
+    if days == 0 {
+        return;
+    }
+    let every = Duration::from_secs(state.settings.retention.prune_interval_seconds.max(1));
+    let keep_ms = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stopped(&mut stop) => return,
+        }
+        let mut total = 0;
+        loop {
+            let now = ids::now_millis();
+            match state
+                .store
+                .prune_deliveries(now - keep_ms, now, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_BATCH as usize || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning old deliveries failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(deliveries = total, days, "old deliveries pruned");
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub struct Settings {
     pub public_url: String,
     pub admin_token: String,
     pub limits: Limits,
+    pub retention: Retention,
     pub rejections: Rejections,
     pub dedupe: Dedupe,
     pub runner: Runner,
@@ -62,6 +63,7 @@ pub struct Sandbox {
     pub ready_timeout_seconds: u64,
     pub sweep_interval_seconds: u64,
     pub fallback_command: Vec<String>,
+    pub max_sandboxes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,6 +92,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_url_bytes: usize,
     pub body_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub deliveries_days: u64,
+    pub prune_interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -613,3 +613,47 @@ async fn concurrent_ensures_create_one_sandbox() {
         .collect();
     assert_eq!(pids.len(), 1, "every answer names the one process");
 }
+
+/// Regression (the trust issue): nothing capped how many sandboxes a host would
+/// create. `sandbox.max_sandboxes` does, with a clear refusal, counting those
+/// being created and freeing a place when one is deleted.
+#[tokio::test]
+async fn the_number_of_sandboxes_is_capped() {
+    let t = TestHost::start_configured("", &[("HOOKGATE_SANDBOX_MAX_SANDBOXES", "2")]).await;
+    let ensure = |name: &'static str| {
+        let t = &t;
+        async move {
+            t.api(
+                reqwest::Method::POST,
+                "/v1/sandboxes",
+                Some(json!({"name": name, "template": {"image": "echo"}})),
+            )
+            .await
+        }
+    };
+    // Three at once for two places: exactly one is refused.
+    let (a, b, c) = tokio::join!(ensure("cap-a"), ensure("cap-b"), ensure("cap-c"));
+    let refused: Vec<&Value> = [&a, &b, &c]
+        .into_iter()
+        .filter(|(s, _)| *s == 422)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(refused.len(), 1, "{a:?} {b:?} {c:?}");
+    assert_eq!(
+        refused[0]["error"],
+        "sandbox.max_sandboxes (2) reached: delete a sandbox or raise the setting"
+    );
+    assert!([&a, &b, &c].iter().filter(|(s, _)| *s == 201).count() == 2);
+    // An existing one is still "existed", not refused.
+    let made = if a.0 == 201 { "cap-a" } else { "cap-b" };
+    assert_eq!(ensure(made).await.0, 200);
+    let (status, body) = t
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/v1/sandboxes/{made}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ensure("cap-d").await.0, 201);
+}

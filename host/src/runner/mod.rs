@@ -96,9 +96,9 @@ impl Runner {
     pub async fn resume_pending(&self) -> Result<usize, crate::store::StoreError> {
         let pending = self.inner.store.pending().await?;
         let n = pending.len();
-        for d in pending {
-            if let Some(sandbox) = d.sandbox {
-                self.submit(d.id, sandbox);
+        for (id, sandbox) in pending {
+            if let Some(sandbox) = sandbox {
+                self.submit(id, sandbox);
             }
         }
         Ok(n)

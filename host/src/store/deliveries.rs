@@ -88,18 +88,36 @@ impl Store {
         .await
     }
 
-    /// Every delivery with actions still to run, oldest first.
-    pub async fn pending(&self) -> Result<Vec<DeliveryRow>> {
+    /// Every delivery with actions still to run, oldest first, as (id,
+    /// sandbox): the runner loads each one when its turn comes, so a long
+    /// backlog costs its ids at start, not its bodies.
+    pub async fn pending(&self) -> Result<Vec<(String, Option<String>)>> {
         self.read(|c| {
-            let out = rows(
-                c,
-                &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' ORDER BY id"
-                ),
-                [],
-                delivery_from_row,
+            let mut stmt = c.prepare_cached(
+                "SELECT id, sandbox FROM deliveries WHERE status = 'pending' ORDER BY id",
             )?;
+            let out = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes at most `batch` deliveries received before `before` (Unix ms)
+    /// that are done (not pending) and whose dedupe key no longer dedupes at
+    /// `now`; returns how many. Ids sort by time, so "before" is an id range.
+    pub async fn prune_deliveries(&self, before: i64, now: i64, batch: u32) -> Result<usize> {
+        let floor = crate::ids::delivery_id_at(before);
+        self.write(move |c| {
+            Ok(run(
+                c,
+                "DELETE FROM deliveries WHERE id IN (
+                   SELECT id FROM deliveries WHERE id < ?1 AND status != 'pending'
+                     AND (key_expires_at IS NULL OR key_expires_at <= ?2)
+                   ORDER BY id LIMIT ?3)",
+                params![floor, now, batch],
+            )?)
         })
         .await
     }
@@ -285,6 +303,52 @@ pub(super) mod tests {
             replay_of: None,
             updated_at: 1,
         }
+    }
+
+    /// Old deliveries go, in bounded batches; a pending one, or one whose key
+    /// still dedupes, stays; so does anything younger.
+    #[tokio::test]
+    async fn old_finished_deliveries_are_pruned_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let old = |n: i64| {
+            let mut d = delivery(&format!("{}{n}", crate::ids::delivery_id_at(1_000)), None);
+            d.status = DeliveryStatus::Succeeded;
+            d
+        };
+        for n in 0..5 {
+            s.insert_delivery(old(n)).await.unwrap();
+        }
+        let pending = DeliveryRow {
+            status: DeliveryStatus::Pending,
+            ..old(5)
+        };
+        s.insert_delivery(pending).await.unwrap();
+        s.insert_delivery(DeliveryRow {
+            idempotency_key: Some("k".into()),
+            key_expires_at: Some(10_000),
+            ..old(6)
+        })
+        .await
+        .unwrap();
+        let young = DeliveryRow {
+            status: DeliveryStatus::Succeeded,
+            ..delivery(&crate::ids::delivery_id_at(9_000), None)
+        };
+        s.insert_delivery(young).await.unwrap();
+        assert_eq!(s.prune_deliveries(5_000, 6_000, 3).await.unwrap(), 3);
+        assert_eq!(s.prune_deliveries(5_000, 6_000, 3).await.unwrap(), 2);
+        assert_eq!(s.prune_deliveries(5_000, 6_000, 3).await.unwrap(), 0);
+        // The key has expired by now: that one goes too.
+        assert_eq!(s.prune_deliveries(5_000, 20_000, 3).await.unwrap(), 1);
+        let left = s.pending().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(
+            s.delivery(crate::ids::delivery_id_at(9_000))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]

@@ -61,6 +61,10 @@ pub struct LocalPlane {
     ready_timeout: Duration,
     client: reqwest::Client,
     locks: Locks,
+    /// `sandbox.max_sandboxes`: the most running or paused at once.
+    max_sandboxes: usize,
+    /// Creations under way, counted against the cap before their row exists.
+    creating: std::sync::atomic::AtomicUsize,
     /// Turns true when the host stops: supervisors let go of their sandboxes,
     /// which keep running for the next start to adopt.
     released: tokio::sync::watch::Sender<bool>,
@@ -112,6 +116,8 @@ impl LocalPlane {
             ready_timeout: Duration::from_secs(settings.sandbox.ready_timeout_seconds),
             client,
             locks: Locks::default(),
+            max_sandboxes: settings.sandbox.max_sandboxes,
+            creating: std::sync::atomic::AtomicUsize::new(0),
             released: tokio::sync::watch::Sender::new(false),
         })
     }

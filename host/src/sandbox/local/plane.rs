@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hookgate_core::SandboxName;
@@ -43,6 +44,24 @@ impl SandboxPlane for LocalPlane {
                 && row.state != SandboxState::Deleted
             {
                 return Ok(Ensured::Existed);
+            }
+            // A creation under way counts before its row exists, so racing
+            // ensures of different sandboxes cannot pass the cap together.
+            let others = self.creating.fetch_add(1, Ordering::SeqCst);
+            let _creating = Creating(&self.creating);
+            let live = self
+                .store
+                .sandboxes()
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .filter(|r| r.state.is_live())
+                .count();
+            if live + others >= self.max_sandboxes {
+                return Err(PlaneError::Rejected(format!(
+                    "sandbox.max_sandboxes ({}) reached: delete a sandbox or raise the setting",
+                    self.max_sandboxes
+                )));
             }
             let mut ports = BTreeMap::new();
             for inner in &template.ports {
@@ -280,5 +299,14 @@ impl SandboxPlane for LocalPlane {
                 }
             }
         })
+    }
+}
+
+/// Takes one off a creation count when dropped, however the creation ended.
+struct Creating<'a>(&'a AtomicUsize);
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
