@@ -30,6 +30,7 @@ pub mod redact;
 pub mod request;
 pub mod rules;
 pub mod sandbox_name;
+pub mod seal;
 pub mod secret;
 pub mod target;
 pub mod verify;

@@ -8,10 +8,7 @@
 //! host's API does (secret values inline), checks it with hookgate-core, and
 //! answers with the same field-naming errors.
 
-use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use hookgate_core::seal::Sealer;
 use hookgate_core::{Receiver, Secret};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,35 +33,23 @@ fn kv_key(id: &str) -> String {
     format!("receiver:{id}")
 }
 
-fn cipher(env: &Env) -> worker::Result<Aes256Gcm> {
+fn cipher(env: &Env) -> worker::Result<Sealer> {
     let key = env.secret("EDGE_SECRETS_KEY")?.to_string();
-    let key = B64
-        .decode(key.trim())
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| {
-            worker::Error::RustError("EDGE_SECRETS_KEY: expected 32 bytes, base64".into())
-        })?;
-    Aes256Gcm::new_from_slice(&key)
-        .map_err(|e| worker::Error::RustError(format!("EDGE_SECRETS_KEY: {e}")))
+    Sealer::from_base64(&key).ok_or_else(|| {
+        worker::Error::RustError("EDGE_SECRETS_KEY: expected 32 bytes, base64".into())
+    })
 }
 
-fn seal(cipher: &Aes256Gcm, plain: &str) -> worker::Result<String> {
+/// Seals a secret with core's [`Sealer`] (the host's store uses the same).
+fn seal(cipher: &Sealer, plain: &str) -> worker::Result<String> {
     let mut nonce = [0u8; 12];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| worker::Error::RustError(format!("random nonce: {e}")))?;
-    let sealed = cipher
-        .encrypt(&Nonce::from(nonce), plain.as_bytes())
-        .map_err(|_| worker::Error::RustError("sealing a secret failed".into()))?;
-    Ok(B64.encode([nonce.as_slice(), &sealed].concat()))
+    Ok(cipher.seal(nonce, plain))
 }
 
-fn open(cipher: &Aes256Gcm, sealed: &str) -> Option<String> {
-    let bytes = B64.decode(sealed).ok()?;
-    let (nonce, body) = bytes.split_at_checked(12)?;
-    let nonce: [u8; 12] = nonce.try_into().ok()?;
-    let plain = cipher.decrypt(&Nonce::from(nonce), body).ok()?;
-    String::from_utf8(plain).ok()
+fn open(cipher: &Sealer, sealed: &str) -> Option<String> {
+    cipher.open(sealed)
 }
 
 /// The admin token the host presents, compared in constant time.

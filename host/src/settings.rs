@@ -21,6 +21,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub public_url: String,
     pub admin_token: String,
+    pub secrets_key: String,
     pub limits: Limits,
     pub retention: Retention,
     pub rejections: Rejections,

@@ -240,6 +240,8 @@ pub struct Store {
     writer: mpsc::Sender<Box<dyn writer::Job>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: Arc<std::path::PathBuf>,
+    /// Seals and opens secret values (see `secrets`).
+    sealer: Arc<hookgate_core::seal::Sealer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -277,6 +279,45 @@ fn private(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The key secrets are sealed under: `HOOKGATE_SECRETS_KEY` (`secrets_key`,
+/// base64 of 32 bytes), else `<data_dir>/secrets.key`, created 0600 at first
+/// start from the OS random source. Losing it loses the secrets (receivers then
+/// fail to load with a message saying so), so back it up apart from the data.
+fn sealing_key(data_dir: &Path, settings: &Settings) -> Result<hookgate_core::seal::Sealer> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let invalid = |from: &str| {
+        StoreError::Corrupt(format!(
+            "{from}: expected 32 bytes, base64 (head -c 32 /dev/urandom | base64)"
+        ))
+    };
+    if !settings.secrets_key.is_empty() {
+        return hookgate_core::seal::Sealer::from_base64(&settings.secrets_key)
+            .ok_or_else(|| invalid("secrets_key (HOOKGATE_SECRETS_KEY)"));
+    }
+    let path = data_dir.join("secrets.key");
+    let io = |e: std::io::Error| StoreError::Corrupt(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hookgate_core::seal::Sealer::from_base64(&text)
+            .ok_or_else(|| invalid(&path.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key)
+                .map_err(|e| StoreError::Corrupt(format!("random key: {e}")))?;
+            let text = format!("{}\n", B64.encode(key));
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(&path).map_err(io)?;
+            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            hookgate_core::seal::Sealer::from_bytes(&key).ok_or_else(|| invalid("the new key"))
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 impl Store {
@@ -329,6 +370,17 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
         ))?;
         schema::migrate(&writer_conn, &path)?;
+        // Overwrite what is deleted or replaced, so a secret sealed in place
+        // leaves no clear copy in a free page.
+        writer_conn.execute_batch("PRAGMA secure_delete = ON;")?;
+        let sealer = Arc::new(sealing_key(data_dir, settings)?);
+        let sealed = secrets::seal_legacy(&writer_conn, &sealer)?;
+        if sealed > 0 {
+            tracing::info!(
+                secrets = sealed,
+                "secrets stored in clear by an older release are sealed now"
+            );
+        }
         // Checkpoints run on their own thread (see `writer`), not inside a commit:
         // an automatic checkpoint stalls every write queued behind it.
         writer_conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
@@ -347,6 +399,7 @@ impl Store {
             writer,
             readers,
             path: Arc::new(path),
+            sealer,
         })
     }
 

@@ -6,6 +6,9 @@
 //! first and then each receiver by id, so one function turns a row into a
 //! [`ReceiverRow`] for every query here.
 
+use std::sync::Arc;
+
+use hookgate_core::seal::Sealer;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
@@ -14,6 +17,7 @@ use super::{
 
 impl Store {
     pub async fn put_receiver(&self, row: ReceiverRow) -> Result<()> {
+        let sealer = Arc::clone(&self.sealer);
         self.write(move |c| {
             run(c,
                 "INSERT INTO receivers (id, name, status, config, created_at, updated_at, deleted_at)
@@ -29,23 +33,26 @@ impl Store {
             } else {
                 &row.secrets
             };
-            secrets::replace(c, &row.id, secrets)
+            secrets::replace(c, &sealer, &row.id, secrets)
         })
         .await
     }
 
     pub async fn receiver(&self, id: String) -> Result<Option<ReceiverRow>> {
-        self.read(move |c| receiver_by_id(c, &id)).await
+        let sealer = Arc::clone(&self.sealer);
+        self.read(move |c| receiver_by_id(c, &sealer, &id)).await
     }
 
     /// Receivers not deleted, newest first, one page; and the total.
     pub async fn receivers(&self, page: u32, limit: u32) -> Result<(Vec<ReceiverRow>, u64)> {
+        let sealer = Arc::clone(&self.sealer);
         self.read(move |c| {
             let total: i64 = c
                 .prepare_cached("SELECT COUNT(*) FROM receivers WHERE deleted_at IS NULL")?
                 .query_row([], |r| r.get(0))?;
             let out = receivers_where(
                 c,
+                &sealer,
                 "SELECT id FROM receivers WHERE deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2",
                 params![limit, u64::from(page.saturating_sub(1)) * u64::from(limit)],
             )?;
@@ -56,9 +63,11 @@ impl Store {
 
     /// Receivers deleted at or after `since` (epoch milliseconds).
     pub async fn receivers_deleted_since(&self, since: i64) -> Result<Vec<ReceiverRow>> {
+        let sealer = Arc::clone(&self.sealer);
         self.read(move |c| {
             receivers_where(
                 c,
+                &sealer,
                 "SELECT id FROM receivers WHERE deleted_at IS NOT NULL AND deleted_at >= ?1",
                 params![since],
             )
@@ -68,14 +77,23 @@ impl Store {
 
     /// Every receiver that is not deleted, for the receiver cache.
     pub async fn live_receivers(&self) -> Result<Vec<ReceiverRow>> {
-        self.read(|c| receivers_where(c, "SELECT id FROM receivers WHERE deleted_at IS NULL", []))
-            .await
+        let sealer = Arc::clone(&self.sealer);
+        self.read(move |c| {
+            receivers_where(
+                c,
+                &sealer,
+                "SELECT id FROM receivers WHERE deleted_at IS NULL",
+                [],
+            )
+        })
+        .await
     }
 }
 
 /// The receivers whose ids `sql` selects, in its order.
 fn receivers_where<P: rusqlite::Params>(
     c: &Connection,
+    sealer: &Sealer,
     sql: &str,
     params: P,
 ) -> Result<Vec<ReceiverRow>> {
@@ -85,14 +103,14 @@ fn receivers_where<P: rusqlite::Params>(
         .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(row) = receiver_by_id(c, &id)? {
+        if let Some(row) = receiver_by_id(c, sealer, &id)? {
             out.push(row);
         }
     }
     Ok(out)
 }
 
-fn receiver_by_id(c: &Connection, id: &str) -> Result<Option<ReceiverRow>> {
+fn receiver_by_id(c: &Connection, sealer: &Sealer, id: &str) -> Result<Option<ReceiverRow>> {
     let row = cached_row(c,
             "SELECT id, name, status, config, created_at, updated_at, deleted_at FROM receivers WHERE id = ?1",
             params![id],
@@ -112,7 +130,7 @@ fn receiver_by_id(c: &Connection, id: &str) -> Result<Option<ReceiverRow>> {
     let Some((id, name, status, config, created_at, updated_at, deleted_at)) = row else {
         return Ok(None);
     };
-    let secrets = secrets::of(c, &id)?;
+    let secrets = secrets::of(c, sealer, &id)?;
     let status = ReceiverStatus::parse(&status)
         .ok_or_else(|| StoreError::Corrupt(format!("receiver {id}: unknown status {status:?}")))?;
     Ok(Some(ReceiverRow {

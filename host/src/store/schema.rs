@@ -35,7 +35,7 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), Refusal>,
 }
 
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         what: "the tables of hookgate 0.1.0",
@@ -50,6 +50,11 @@ const MIGRATIONS: [Migration; 3] = [
         version: 3,
         what: "the rejected requests of each receiver",
         apply: v3,
+    },
+    Migration {
+        version: 4,
+        what: "secrets sealed at rest",
+        apply: v4,
     },
 ];
 
@@ -308,6 +313,15 @@ CREATE INDEX rejections_by_receiver ON rejections (receiver_id, id);
 
 fn v3(c: &Connection) -> Result<(), Refusal> {
     Ok(c.execute_batch(V3)?)
+}
+
+/// Migration 4: whether each secret is sealed. Rows from before are in clear
+/// (`sealed = 0`); the store seals them at start, with its key, which a
+/// migration does not have.
+fn v4(c: &Connection) -> Result<(), Refusal> {
+    Ok(c.execute_batch(
+        "ALTER TABLE secrets ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0 CHECK (sealed IN (0, 1));",
+    )?)
 }
 
 /// `'a', 'b'`: the allowed values as an SQL list.

@@ -105,7 +105,18 @@ fn a_v1_database_is_migrated_with_every_row() {
         (user_version(&c), version(&c, &db(&dir)).unwrap()),
         (i64::from(LATEST), LATEST)
     );
-    assert_eq!(dump(&c), before);
+    // Every row as it was; secrets gain `sealed = 0` (the store seals them).
+    let expected: Vec<String> = before
+        .iter()
+        .map(|r| {
+            if r.starts_with("secrets ") {
+                format!("{r}, 0")
+            } else {
+                r.clone()
+            }
+        })
+        .collect();
+    assert_eq!(dump(&c), expected);
     let indexes: Vec<String> = c
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
@@ -282,4 +293,69 @@ fn a_table_with_columns_of_its_own_stops_migration_2() {
         "{err}"
     );
     assert_eq!(dump(&c), before);
+}
+
+/// Regression (the trust issue): receiver secrets sat in clear in the database.
+/// Opening a store seals those an older release left in clear, under the data
+/// directory's key, overwriting the clear pages; new ones are sealed as written.
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_old_clear_ones_sealed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(v1_database(&db(&dir), "pending"));
+    let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+    let store = crate::store::Store::open(dir.path(), &settings).unwrap();
+    let row = store.receiver("rcv_1".into()).await.unwrap().unwrap();
+    assert_eq!(
+        row.secrets,
+        [("github_webhook_secret".to_owned(), "s3cret".to_owned())]
+    );
+    let mut fresh = row.clone();
+    fresh.id = "rcv_9".into();
+    fresh.secrets = vec![("other".into(), "second-s3cret-value".into())];
+    store.put_receiver(fresh).await.unwrap();
+    drop(store);
+    let c = Connection::open(db(&dir)).unwrap();
+    let stored: Vec<(String, i64)> = c
+        .prepare("SELECT value, sealed FROM secrets ORDER BY receiver_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    for (value, sealed) in &stored {
+        assert_eq!(*sealed, 1);
+        assert!(!value.contains("s3cret"), "{value}");
+    }
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    drop(c);
+    let bytes = std::fs::read(db(&dir)).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"s3cret"),
+        "a secret in clear is left in the database file"
+    );
+    let key = std::fs::read_to_string(dir.path().join("secrets.key")).unwrap();
+    assert_eq!(key.trim().len(), 44, "base64 of 32 bytes");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("secrets.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Another key cannot open them, and says so.
+    std::fs::write(
+        dir.path().join("secrets.key"),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+    )
+    .unwrap();
+    let store = crate::store::Store::open(dir.path(), &settings).unwrap();
+    let err = store
+        .receiver("rcv_1".into())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not open with this secrets key"), "{err}");
 }
