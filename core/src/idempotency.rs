@@ -102,6 +102,46 @@ pub fn key(
     (None, step)
 }
 
+/// The replay key of a request whose provider signs neither a timestamp nor a
+/// delivery id (GitHub, Shopify, GitLab's token, Twilio, PagerDuty and the
+/// like): a hash of the signature (or token) and the exact body. A captured
+/// request sent again under a fresh delivery id carries the same signed bytes,
+/// so within the retention window it is a duplicate of the first; the
+/// provider's own redeliveries, same bytes too, are answered as duplicates as
+/// before. `None` when the receiver's auth is not such a preset, or when the
+/// preset's signature covers a timestamp or an id (those are bound in time or
+/// to one delivery already).
+pub fn replay_key(receiver: &Receiver, event: &Event<'_>) -> Option<String> {
+    use crate::config::providers::Scheme;
+    use crate::config::{Auth, SignedPayload};
+    let Auth::Provider(p) = &receiver.auth else {
+        return None;
+    };
+    let header = match &p.scheme {
+        Scheme::Hmac(h) => {
+            let covered = h.timestamp.is_some()
+                || h.id.is_some()
+                || matches!(h.signed_payload, SignedPayload::Template { .. });
+            match (&h.signature, covered) {
+                (ValueSource::Header { name } | ValueSource::HeaderParam { name, .. }, false) => {
+                    name.as_str()
+                }
+                _ => return None,
+            }
+        }
+        Scheme::Gitlab => "X-Gitlab-Token",
+        Scheme::Twilio => "X-Twilio-Signature",
+        Scheme::Hubspot => return None,
+    };
+    let signature = event.request.headers.get_bytes(header)?;
+    let mut h = Sha256::new();
+    h.update(b"replay\0");
+    h.update(signature);
+    h.update(b"\0");
+    h.update(event.request.body);
+    Some(encode_hex(&h.finalize()[..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

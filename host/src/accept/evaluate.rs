@@ -38,7 +38,8 @@ pub struct Wire<'a> {
 }
 
 impl Wire<'_> {
-    fn core(&self) -> Request<'_> {
+    /// The request as core reads it.
+    pub fn core(&self) -> Request<'_> {
         Request {
             method: self.method,
             url: self.url,

@@ -41,10 +41,13 @@ pub enum AcceptError {
     Internal(String),
 }
 
-/// A delivery's dedupe key: its hash, and until when (Unix ms) it dedupes.
+/// A delivery's dedupe key: its hash, and until when (Unix ms) it dedupes;
+/// and, for presets that sign no timestamp or id, the hash of its signed
+/// bytes, a second key that makes a replay under a fresh id a duplicate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupeKey {
     pub hash: String,
+    pub replay: Option<String>,
     pub expires_at: i64,
 }
 
@@ -90,28 +93,20 @@ pub enum Accepted {
 /// Claims the delivery's key (waiting out a concurrent claim of the same key),
 /// stores it, settles the key and queues its actions. A duplicate stores nothing.
 pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, AcceptError> {
-    let mut guard = None;
+    let mut guards = Vec::new();
     if let Some(key) = &incoming.key {
-        loop {
-            let original =
-                match state
-                    .dedupe
-                    .claim(&incoming.receiver_id, &key.hash, incoming.received_at)
-                {
-                    Claim::Mine(g) => {
-                        guard = Some(g);
-                        break;
-                    }
-                    Claim::Duplicate(original) => original,
-                    Claim::Wait(slot) => match dedupe::settled(slot).await {
-                        Settled::Stored(original) => original,
-                        // The first claimant stored nothing: the key is free again.
-                        Settled::Abandoned => continue,
-                    },
-                };
-            return Ok(Accepted::Duplicate {
-                delivery_id: original,
-            });
+        // The delivery id first, then the signed bytes: either names a stored
+        // delivery, and this is a duplicate of it (a claim already held is
+        // dropped, freeing its key).
+        for hash in std::iter::once(&key.hash).chain(&key.replay) {
+            match claim(state, &incoming.receiver_id, hash, incoming.received_at).await {
+                Ok(g) => guards.push(g),
+                Err(original) => {
+                    return Ok(Accepted::Duplicate {
+                        delivery_id: original,
+                    });
+                }
+            }
         }
     }
 
@@ -158,6 +153,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     let delivery_id = ids::delivery_id();
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),
+        replay_key: key.as_ref().and_then(|k| k.replay.clone()),
         key_expires_at: key.as_ref().map(|k| k.expires_at),
         status,
         last_error: unusable
@@ -181,7 +177,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     let committing = tokio::spawn(commit(
         state.clone(),
         row,
-        guard,
+        guards,
         key.map(|k| k.expires_at),
         sandbox,
     ));
@@ -194,12 +190,33 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     })
 }
 
+/// Claims one key, waiting out a concurrent claim of it: the guard, or the
+/// delivery that already holds it.
+async fn claim(
+    state: &AppState,
+    receiver_id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<ClaimGuard, String> {
+    loop {
+        match state.dedupe.claim(receiver_id, hash, now) {
+            Claim::Mine(g) => return Ok(g),
+            Claim::Duplicate(original) => return Err(original),
+            Claim::Wait(slot) => match dedupe::settled(slot).await {
+                Settled::Stored(original) => return Err(original),
+                // The first claimant stored nothing: the key is free again.
+                Settled::Abandoned => {}
+            },
+        }
+    }
+}
+
 /// Stores an accepted delivery, settles its key and queues its actions: the
 /// part of acceptance that must finish once begun.
 async fn commit(
     state: AppState,
     row: DeliveryRow,
-    guard: Option<ClaimGuard>,
+    guards: Vec<ClaimGuard>,
     key_expires_at: Option<i64>,
     sandbox: Option<SandboxName>,
 ) -> Result<(), AcceptError> {
@@ -210,8 +227,10 @@ async fn commit(
         metrics::counter!("hookgate_deliveries_finished_total", "status" => status.as_str())
             .increment(1);
     }
-    if let (Some(g), Some(expires_at)) = (guard, key_expires_at) {
-        g.stored(delivery_id.clone(), expires_at);
+    if let Some(expires_at) = key_expires_at {
+        for g in guards {
+            g.stored(delivery_id.clone(), expires_at);
+        }
     }
     tracing::info!(delivery_id = %delivery_id, receiver = %receiver_id, sandbox = sandbox.as_ref().map(SandboxName::as_str), status = status.as_str(), "accepted");
     if let Some(sandbox) = sandbox

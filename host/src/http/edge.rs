@@ -90,6 +90,22 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         ));
     }
     let live = state.live(&event.receiver_id);
+    // The signed bytes too, for presets that sign no timestamp or id: a
+    // captured request replayed through the edge under a fresh id is a duplicate.
+    let replay = live.as_ref().and_then(|l| {
+        let headers: hookgate_core::Headers = event.headers.iter().cloned().collect();
+        hookgate_core::idempotency::replay_key(
+            &l.config,
+            &hookgate_core::Event::new(hookgate_core::Request {
+                method: &event.method,
+                url: &event.url,
+                headers: &headers,
+                body: &event.body,
+                remote_addr: event.remote_addr,
+                received_at: event.received_at / 1000,
+            }),
+        )
+    });
     let retention = live
         .as_ref()
         .map_or(state.settings.dedupe.retention_seconds, |l| {
@@ -139,6 +155,7 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         },
         key: Some(DedupeKey {
             hash,
+            replay,
             expires_at: key_expires_at(event.received_at, retention),
         }),
         target,

@@ -232,8 +232,13 @@ async fn receive_inner(
         }
     };
     let retention = live.retention_seconds(&state.settings);
+    let replay = hookgate_core::idempotency::replay_key(
+        &live.config,
+        &hookgate_core::Event::new(wire.core()),
+    );
     let key = eval.key.map(|k| DedupeKey {
         hash: k.hash,
+        replay,
         expires_at: key_expires_at(received_at, retention),
     });
     let mut trace = eval.trace;

@@ -512,6 +512,7 @@ async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
         },
         key: Some(crate::accept::DedupeKey {
             hash: "k-dropped".into(),
+            replay: None,
             expires_at: crate::ids::now_millis() + 60_000,
         }),
         target: crate::accept::Target::Sandbox(hookgate_core::SandboxName::parse("pr-42").unwrap()),
@@ -738,4 +739,54 @@ async fn credentials_the_auth_tree_reads_are_not_kept_shown_or_forwarded() {
         "{}",
         forwarded[0]
     );
+}
+
+/// Regression (the trust issue): GitHub signs neither a timestamp nor the
+/// delivery id, so a captured request sent again under a fresh
+/// `X-GitHub-Delivery` ran again. The signed bytes are a second key now: the
+/// replay is a duplicate of the first, also after a restart (the key is
+/// stored), while another event is accepted.
+#[tokio::test]
+async fn a_captured_github_request_replayed_under_a_fresh_id_is_a_duplicate() {
+    let t = host().await;
+    let mut receiver = github_receiver();
+    receiver["auth"] = json!({"auth_type": "provider", "provider": "github",
+        "secret": {"name": "github_webhook_secret", "value": SECRET}});
+    receiver.as_object_mut().unwrap().remove("idempotency");
+    let id = t.create(receiver).await;
+    let (status, first) = t.github(&id, "d-1", "opened").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let original = first["data"]["delivery_id"].clone();
+    let (status, replayed) = t.github(&id, "d-forged-2", "opened").await;
+    assert_eq!(status, StatusCode::OK, "{replayed}");
+    assert_eq!(replayed["data"]["status"], "duplicate");
+    assert_eq!(replayed["data"]["delivery_id"], original);
+    // The provider's own redelivery (same id) is a duplicate as before; another
+    // event is new.
+    assert_eq!(
+        t.github(&id, "d-1", "opened").await.1["data"]["status"],
+        "duplicate"
+    );
+    assert_eq!(t.github(&id, "d-3", "closed").await.0, StatusCode::ACCEPTED);
+    // Both keys are stored with the delivery, so a restart keeps them.
+    let reloaded = crate::dedupe::Dedupe::default();
+    reloaded.load(
+        t.state
+            .store
+            .live_keys(crate::ids::now_millis())
+            .await
+            .unwrap(),
+    );
+    let stored = t
+        .state
+        .store
+        .delivery(original.as_str().unwrap().to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    let replay = stored.replay_key.expect("a replay key");
+    assert!(matches!(
+        reloaded.claim(&id, &replay, crate::ids::now_millis()),
+        crate::dedupe::Claim::Duplicate(d) if d == original.as_str().unwrap()
+    ));
 }

@@ -15,6 +15,10 @@ use super::{
     StoredValue, cached_row, json, parse, rows, run,
 };
 
+/// A delivery's keys as `live_keys` reads them: receiver, idempotency key,
+/// replay key, delivery id, expiry.
+type KeyedRow = (String, Option<String>, Option<String>, String, i64);
+
 impl Store {
     /// Inserts a delivery; resolves once it is durable.
     pub async fn insert_delivery(&self, row: DeliveryRow) -> Result<()> {
@@ -33,19 +37,26 @@ impl Store {
         let floor = crate::ids::delivery_id_at(now.saturating_sub(max_retention_ms));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT receiver_id, idempotency_key, id, key_expires_at FROM deliveries
-                 WHERE id >= ?2 AND idempotency_key IS NOT NULL AND key_expires_at > ?1 ORDER BY id",
+                "SELECT receiver_id, idempotency_key, replay_key, id, key_expires_at FROM deliveries
+                 WHERE id >= ?2 AND (idempotency_key IS NOT NULL OR replay_key IS NOT NULL)
+                   AND key_expires_at > ?1 ORDER BY id",
             )?;
-            Ok(stmt
+            let found: Vec<KeyedRow> = stmt
                 .query_map(params![now, floor], |r| {
-                    Ok(LiveKey {
-                        receiver_id: r.get(0)?,
-                        key: r.get(1)?,
-                        delivery_id: r.get(2)?,
-                        expires_at: r.get(3)?,
-                    })
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
-                .collect::<Result<_, _>>()?)
+                .collect::<Result<_, _>>()?;
+            Ok(found
+                .into_iter()
+                .flat_map(|(receiver_id, key, replay, delivery_id, expires_at)| {
+                    [key, replay].into_iter().flatten().map(move |key| LiveKey {
+                        receiver_id: receiver_id.clone(),
+                        key,
+                        delivery_id: delivery_id.clone(),
+                        expires_at,
+                    })
+                })
+                .collect())
         })
         .await
     }
@@ -181,7 +192,7 @@ pub fn decode_headers(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
 
 const DELIVERY_COLUMNS: &str = "id, receiver_id, received_at, verified_at, method, url, headers, body, remote_addr,
     idempotency_key, sandbox, status, plan, progress, attempts, last_error, next_attempt_at, trace, replay_of, updated_at,
-    key_expires_at";
+    key_expires_at, replay_key";
 
 /// A delivery's JSON columns, encoded on the caller's thread so the single writer
 /// spends its time on SQLite alone.
@@ -203,8 +214,8 @@ impl Encoded {
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, receiver_id, received_at, verified_at, method, url,
     headers, body, remote_addr, idempotency_key, sandbox, status, plan, progress, attempts, last_error,
-    next_attempt_at, trace, replay_of, updated_at, key_expires_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+    next_attempt_at, trace, replay_of, updated_at, key_expires_at, replay_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
 
 fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Result<()> {
     run(
@@ -231,7 +242,8 @@ fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Resu
             enc.trace,
             row.replay_of,
             row.updated_at,
-            row.key_expires_at
+            row.key_expires_at,
+            row.replay_key
         ],
     )?;
     Ok(())
@@ -266,6 +278,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
         replay_of: r.get(18)?,
         updated_at: r.get(19)?,
         key_expires_at: r.get(20)?,
+        replay_key: r.get(21)?,
     })
 }
 
@@ -291,6 +304,7 @@ pub(super) mod tests {
                 remote_addr: None,
             },
             idempotency_key: key.map(|(k, _)| k.to_owned()),
+            replay_key: None,
             key_expires_at: key.map(|(_, e)| e),
             sandbox: Some("box".to_owned()),
             status: DeliveryStatus::Pending,

@@ -153,7 +153,10 @@ pub struct DeliveryRow {
     /// The request as it arrived.
     pub request: StoredRequest,
     pub idempotency_key: Option<String>,
-    /// Until when `idempotency_key` dedupes (the receiver's retention).
+    /// The hash of its signed bytes, for presets that sign no timestamp or id:
+    /// a second key, against replays under a fresh delivery id.
+    pub replay_key: Option<String>,
+    /// Until when its keys dedupe (the receiver's retention).
     pub key_expires_at: Option<i64>,
     pub sandbox: Option<String>,
     pub status: DeliveryStatus,
@@ -200,6 +203,7 @@ impl DeliveryRow {
             received_at,
             request,
             idempotency_key: None,
+            replay_key: None,
             key_expires_at: None,
             sandbox,
             status,

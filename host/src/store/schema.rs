@@ -35,7 +35,7 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), Refusal>,
 }
 
-const MIGRATIONS: [Migration; 4] = [
+const MIGRATIONS: [Migration; 5] = [
     Migration {
         version: 1,
         what: "the tables of hookgate 0.1.0",
@@ -55,6 +55,11 @@ const MIGRATIONS: [Migration; 4] = [
         version: 4,
         what: "secrets sealed at rest",
         apply: v4,
+    },
+    Migration {
+        version: 5,
+        what: "a second dedupe key: the signed bytes, against replays",
+        apply: v5,
     },
 ];
 
@@ -322,6 +327,12 @@ fn v4(c: &Connection) -> Result<(), Refusal> {
     Ok(c.execute_batch(
         "ALTER TABLE secrets ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0 CHECK (sealed IN (0, 1));",
     )?)
+}
+
+/// Migration 5: a delivery's replay key (see `idempotency::replay_key` in core),
+/// live as long as its idempotency key.
+fn v5(c: &Connection) -> Result<(), Refusal> {
+    Ok(c.execute_batch("ALTER TABLE deliveries ADD COLUMN replay_key TEXT;")?)
 }
 
 /// `'a', 'b'`: the allowed values as an SQL list.

@@ -105,12 +105,15 @@ fn a_v1_database_is_migrated_with_every_row() {
         (user_version(&c), version(&c, &db(&dir)).unwrap()),
         (i64::from(LATEST), LATEST)
     );
-    // Every row as it was; secrets gain `sealed = 0` (the store seals them).
+    // Every row as it was; secrets gain `sealed = 0` (the store seals them),
+    // deliveries an empty `replay_key`.
     let expected: Vec<String> = before
         .iter()
         .map(|r| {
             if r.starts_with("secrets ") {
                 format!("{r}, 0")
+            } else if r.starts_with("deliveries ") {
+                format!("{r}, NULL")
             } else {
                 r.clone()
             }
