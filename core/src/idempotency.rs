@@ -104,41 +104,57 @@ pub fn key(
 
 /// The replay key of a request whose provider signs neither a timestamp nor a
 /// delivery id (GitHub, Shopify, GitLab's token, Twilio, PagerDuty and the
-/// like): a hash of the signature (or token) and the exact body. A captured
-/// request sent again under a fresh delivery id carries the same signed bytes,
-/// so within the retention window it is a duplicate of the first; the
-/// provider's own redeliveries, same bytes too, are answered as duplicates as
-/// before. `None` when the receiver's auth is not such a preset, or when the
-/// preset's signature covers a timestamp or an id (those are bound in time or
-/// to one delivery already).
+/// like): a hash of what the signature covers, which cannot change without
+/// breaking it — the exact body, or for Twilio the URL and the sorted form
+/// parameters. (Not the signature text: hex case, extra `v1=` entries or
+/// parameter order would change it and keep it valid.) A captured request sent
+/// again under a fresh delivery id, or with none, is then a duplicate of the
+/// first within the retention window; the provider's own redeliveries, same
+/// bytes too, are answered as duplicates as before. `None` when the receiver's
+/// auth is not such a preset, when its signature covers a timestamp or an id
+/// (bound in time or to one delivery already), or when the request carries no
+/// signature at all (it is refused anyway).
 pub fn replay_key(receiver: &Receiver, event: &Event<'_>) -> Option<String> {
     use crate::config::providers::Scheme;
     use crate::config::{Auth, SignedPayload};
     let Auth::Provider(p) = &receiver.auth else {
         return None;
     };
-    let header = match &p.scheme {
-        Scheme::Hmac(h) => {
-            let covered = h.timestamp.is_some()
-                || h.id.is_some()
-                || matches!(h.signed_payload, SignedPayload::Template { .. });
-            match (&h.signature, covered) {
-                (ValueSource::Header { name } | ValueSource::HeaderParam { name, .. }, false) => {
-                    name.as_str()
-                }
-                _ => return None,
-            }
-        }
-        Scheme::Gitlab => "X-Gitlab-Token",
-        Scheme::Twilio => "X-Twilio-Signature",
-        Scheme::Hubspot => return None,
-    };
-    let signature = event.request.headers.get_bytes(header)?;
     let mut h = Sha256::new();
     h.update(b"replay\0");
-    h.update(signature);
-    h.update(b"\0");
-    h.update(event.request.body);
+    match &p.scheme {
+        Scheme::Hmac(hmac) => {
+            let covered = hmac.timestamp.is_some()
+                || hmac.id.is_some()
+                || matches!(hmac.signed_payload, SignedPayload::Template { .. });
+            let (ValueSource::Header { name } | ValueSource::HeaderParam { name, .. }) =
+                &hmac.signature
+            else {
+                return None;
+            };
+            if covered || event.request.headers.get_bytes(name).is_none() {
+                return None;
+            }
+            h.update(event.request.body);
+        }
+        Scheme::Gitlab => {
+            event.request.headers.get_bytes("X-Gitlab-Token")?;
+            h.update(event.request.body);
+        }
+        Scheme::Twilio => {
+            event.request.headers.get_bytes("X-Twilio-Signature")?;
+            h.update(event.request.url.as_bytes());
+            let mut params = crate::request::parse_form(event.request.body);
+            params.sort();
+            for (name, value) in params {
+                h.update(name.as_bytes());
+                h.update(b"\0");
+                h.update(value.as_bytes());
+                h.update(b"\0");
+            }
+        }
+        Scheme::Hubspot => return None,
+    }
     Some(encode_hex(&h.finalize()[..16]))
 }
 

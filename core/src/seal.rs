@@ -35,14 +35,11 @@ impl Sealer {
     }
 
     /// Seals `plain` under this key with `nonce`, which must never repeat for
-    /// the key (12 random bytes from the OS do).
-    pub fn seal(&self, nonce: [u8; 12], plain: &str) -> String {
-        // Encryption fails only for inputs of gigabytes; a secret is not one.
-        let sealed = self
-            .0
-            .encrypt(&Nonce::from(nonce), plain.as_bytes())
-            .unwrap_or_default();
-        B64.encode([nonce.as_slice(), &sealed].concat())
+    /// the key (12 random bytes from the OS do). `None` only for inputs of
+    /// gigabytes, which no secret is; never a value that would not open.
+    pub fn seal(&self, nonce: [u8; 12], plain: &str) -> Option<String> {
+        let sealed = self.0.encrypt(&Nonce::from(nonce), plain.as_bytes()).ok()?;
+        Some(B64.encode([nonce.as_slice(), &sealed].concat()))
     }
 
     /// The plain text of a sealed value; `None` if it is not one, was sealed
@@ -63,13 +60,16 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_under_its_key_and_unchanged() {
         let key = Sealer::from_bytes(&[7; 32]).unwrap();
-        let sealed = key.seal([1; 12], "It's a Secret to Everybody");
+        let sealed = key.seal([1; 12], "It's a Secret to Everybody").unwrap();
         assert!(!sealed.contains("Secret"));
         assert_eq!(
             key.open(&sealed).as_deref(),
             Some("It's a Secret to Everybody")
         );
-        assert_ne!(sealed, key.seal([2; 12], "It's a Secret to Everybody"));
+        assert_ne!(
+            Some(sealed.clone()),
+            key.seal([2; 12], "It's a Secret to Everybody")
+        );
         assert_eq!(Sealer::from_bytes(&[8; 32]).unwrap().open(&sealed), None);
         let mut bytes = B64.decode(&sealed).unwrap();
         bytes[20] ^= 1;

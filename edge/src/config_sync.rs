@@ -45,7 +45,9 @@ fn seal(cipher: &Sealer, plain: &str) -> worker::Result<String> {
     let mut nonce = [0u8; 12];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| worker::Error::RustError(format!("random nonce: {e}")))?;
-    Ok(cipher.seal(nonce, plain))
+    cipher
+        .seal(nonce, plain)
+        .ok_or_else(|| worker::Error::RustError("sealing a secret failed".into()))
 }
 
 fn open(cipher: &Sealer, sealed: &str) -> Option<String> {

@@ -258,6 +258,7 @@ pub async fn open(settings: Settings, plane: Plane) -> Result<Opened> {
         metrics: state::metrics_handle(),
         plane,
         plugins,
+        rejection_writes: Arc::new(tokio::sync::Semaphore::new(REJECTION_WRITES)),
     };
     state.load_receivers().await?;
     state.dedupe.load(store.live_keys(ids::now_millis()).await?);
@@ -356,6 +357,10 @@ async fn sweep(
         plane.sweep().await;
     }
 }
+
+/// Rejections written at once (see `AppState::rejection_writes`): about one
+/// group commit's worth.
+const REJECTION_WRITES: usize = 32;
 
 /// Deliveries pruned per batch: small enough that a batch is one short
 /// transaction among the acks' group commits.

@@ -116,6 +116,10 @@ pub struct AppState {
     /// The plane the runner drives, also served at `/v1/sandboxes`.
     pub plane: Arc<dyn SandboxPlane>,
     pub plugins: Arc<Plugins>,
+    /// Rejections being written: a flood of bad requests may not queue more
+    /// than this many writes beside the deliveries' (the rest are counted, not
+    /// kept).
+    pub rejection_writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -160,6 +160,11 @@ pub async fn evaluate(
         .await
         .map_err(|e| AcceptError::Internal(format!("evaluating with plugins: {e}")))?;
         (env, owned) = (back_env, back_owned);
+        // The pool slot is the walk's, not the request's: given back before
+        // anything is awaited (a key-set fetch may take seconds).
+        if let Some(lazy) = &env.plugins {
+            lock(&lazy.slot).take();
+        }
         if env
             .plugins
             .as_ref()

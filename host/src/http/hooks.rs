@@ -8,6 +8,7 @@
 //! that stops at the first byte too many and a deadline that cuts off a slow
 //! client. Nothing is acknowledged before it is on disk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
@@ -124,7 +125,12 @@ fn record(
     if keep == 0 {
         return;
     }
+    let Ok(slot) = Arc::clone(&state.rejection_writes).try_acquire_owned() else {
+        metrics::counter!("hookgate_rejections_dropped_total").increment(1);
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(e) = store.add_rejection(row, keep).await {
             tracing::warn!(error = %e, "recording a rejection failed");
         }
@@ -236,11 +242,22 @@ async fn receive_inner(
         &live.config,
         &hookgate_core::Event::new(wire.core()),
     );
-    let key = eval.key.map(|k| DedupeKey {
-        hash: k.hash,
-        replay,
-        expires_at: key_expires_at(received_at, retention),
-    });
+    let expires_at = key_expires_at(received_at, retention);
+    // A request whose delivery id was stripped still carries its signed
+    // bytes: the replay key alone then dedupes it.
+    let key = match (eval.key, replay) {
+        (Some(k), replay) => Some(DedupeKey {
+            hash: k.hash,
+            replay,
+            expires_at,
+        }),
+        (None, Some(replay)) => Some(DedupeKey {
+            hash: replay,
+            replay: None,
+            expires_at,
+        }),
+        (None, None) => None,
+    };
     let mut trace = eval.trace;
     if via_edge {
         trace.push(Step::new(

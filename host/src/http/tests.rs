@@ -761,6 +761,24 @@ async fn a_captured_github_request_replayed_under_a_fresh_id_is_a_duplicate() {
     assert_eq!(status, StatusCode::OK, "{replayed}");
     assert_eq!(replayed["data"]["status"], "duplicate");
     assert_eq!(replayed["data"]["delivery_id"], original);
+    // Nor with the id stripped, nor with the signature's hex in upper case
+    // (still valid): the key is what the signature covers, not its text.
+    let body = json!({"action": "opened", "pull_request": {"number": 42}}).to_string();
+    let sig = hex_hmac(SECRET, body.as_bytes());
+    for (delivery, signature) in [
+        (None, format!("sha256={sig}")),
+        (Some("d-forged-3"), format!("sha256={}", sig.to_uppercase())),
+    ] {
+        let mut req = Request::post(format!("/hooks/{id}"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature);
+        if let Some(d) = delivery {
+            req = req.header("x-github-delivery", d);
+        }
+        let (status, answer) = t.send(req.body(Body::from(body.clone())).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{delivery:?}: {answer}");
+        assert_eq!(answer["data"]["delivery_id"], original, "{delivery:?}");
+    }
     // The provider's own redelivery (same id) is a duplicate as before; another
     // event is new.
     assert_eq!(

@@ -310,15 +310,33 @@ fn sealing_key(data_dir: &Path, settings: &Settings) -> Result<hookgate_core::se
             let mut key = [0u8; 32];
             getrandom::fill(&mut key)
                 .map_err(|e| StoreError::Corrupt(format!("random key: {e}")))?;
-            let text = format!("{}\n", B64.encode(key));
+            // Written whole and durable under another name, then linked into
+            // place: a crash never leaves an empty key, and of two hosts
+            // starting at once the second reads the first's.
+            let tmp = data_dir.join(format!("secrets.key.{}.tmp", std::process::id()));
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
+            options.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut f = options.open(&path).map_err(io)?;
-            std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
+            let mut f = options.open(&tmp).map_err(io)?;
+            std::io::Write::write_all(&mut f, format!("{}\n", B64.encode(key)).as_bytes())
+                .map_err(io)?;
             f.sync_all().map_err(io)?;
-            hookgate_core::seal::Sealer::from_bytes(&key).ok_or_else(|| invalid("the new key"))
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    std::fs::File::open(data_dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io)?;
+                    hookgate_core::seal::Sealer::from_bytes(&key)
+                        .ok_or_else(|| invalid("the new key"))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    sealing_key(data_dir, settings)
+                }
+                Err(e) => Err(io(e)),
+            }
         }
         Err(e) => Err(io(e)),
     }

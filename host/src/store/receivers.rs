@@ -33,6 +33,9 @@ impl Store {
             } else {
                 &row.secrets
             };
+            if row.deleted_at.is_some() {
+                run(c, "DELETE FROM rejections WHERE receiver_id = ?1", params![row.id])?;
+            }
             secrets::replace(c, &sealer, &row.id, secrets)
         })
         .await

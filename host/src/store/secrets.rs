@@ -33,7 +33,7 @@ pub(super) fn replace(
         run(
             c,
             "INSERT INTO secrets (receiver_id, name, value, sealed) VALUES (?1, ?2, ?3, 1)",
-            params![receiver_id, name, sealer.seal(nonce(), value)],
+            params![receiver_id, name, seal(sealer, value)?],
         )?;
     }
     Ok(())
@@ -68,11 +68,17 @@ pub(super) fn of(
 /// before anything reads them. With `secure_delete` on, the clear values'
 /// pages are overwritten, not just freed.
 pub(super) fn seal_legacy(c: &Connection, sealer: &Sealer) -> Result<usize> {
+    // A release before this one kept a deleted receiver's secrets: gone first.
+    let purged = run(
+        c,
+        "DELETE FROM secrets WHERE receiver_id IN (SELECT id FROM receivers WHERE deleted_at IS NOT NULL)",
+        [],
+    )?;
     let clear: Vec<(String, String, String)> = c
         .prepare("SELECT receiver_id, name, value FROM secrets WHERE sealed = 0")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    if clear.is_empty() {
+    if clear.is_empty() && purged == 0 {
         return Ok(0);
     }
     c.execute_batch("BEGIN IMMEDIATE")?;
@@ -81,7 +87,7 @@ pub(super) fn seal_legacy(c: &Connection, sealer: &Sealer) -> Result<usize> {
             run(
                 c,
                 "UPDATE secrets SET value = ?3, sealed = 1 WHERE receiver_id = ?1 AND name = ?2",
-                params![receiver_id, name, sealer.seal(nonce(), value)],
+                params![receiver_id, name, seal(sealer, value)?],
             )?;
         }
         Ok::<_, StoreError>(())
@@ -93,7 +99,16 @@ pub(super) fn seal_legacy(c: &Connection, sealer: &Sealer) -> Result<usize> {
             return Err(e);
         }
     }
-    Ok(clear.len())
+    // That release rewrote secrets on every update, leaving old values in free
+    // pages and WAL frames: rewrite the file without them, once.
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(clear.len() + purged)
+}
+
+fn seal(sealer: &Sealer, value: &str) -> Result<String> {
+    sealer
+        .seal(nonce(), value)
+        .ok_or_else(|| StoreError::Corrupt("sealing a secret failed".into()))
 }
 
 /// 12 bytes from the OS: a nonce never repeats under one key.

@@ -304,7 +304,16 @@ fn a_table_with_columns_of_its_own_stops_migration_2() {
 #[tokio::test]
 async fn secrets_are_sealed_at_rest_and_old_clear_ones_sealed_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    drop(v1_database(&db(&dir), "pending"));
+    let c = v1_database(&db(&dir), "pending");
+    // 0.1.0 rewrote secrets on each update, leaving the old values in free
+    // pages; and it kept a deleted receiver's secrets.
+    c.execute_batch(
+        "INSERT INTO secrets VALUES ('rcv_1', 'rotated', 'first-clear-value');
+         DELETE FROM secrets WHERE name = 'rotated';
+         INSERT INTO secrets VALUES ('rcv_2', 'gone', 'deleted-clear-value');",
+    )
+    .unwrap();
+    drop(c);
     let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
     let store = crate::store::Store::open(dir.path(), &settings).unwrap();
     let row = store.receiver("rcv_1".into()).await.unwrap().unwrap();
@@ -333,10 +342,13 @@ async fn secrets_are_sealed_at_rest_and_old_clear_ones_sealed_at_start() {
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     drop(c);
     let bytes = std::fs::read(db(&dir)).unwrap();
-    assert!(
-        !bytes.windows(6).any(|w| w == b"s3cret"),
-        "a secret in clear is left in the database file"
-    );
+    for clear in [&b"s3cret"[..], b"first-clear-value", b"deleted-clear-value"] {
+        assert!(
+            !bytes.windows(clear.len()).any(|w| w == clear),
+            "{} is left in clear in the database file",
+            String::from_utf8_lossy(clear)
+        );
+    }
     let key = std::fs::read_to_string(dir.path().join("secrets.key")).unwrap();
     assert_eq!(key.trim().len(), 44, "base64 of 32 bytes");
     #[cfg(unix)]
