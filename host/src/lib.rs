@@ -259,6 +259,7 @@ pub async fn open(settings: Settings, plane: Plane) -> Result<Opened> {
         plane,
         plugins,
         rejection_writes: Arc::new(tokio::sync::Semaphore::new(REJECTION_WRITES)),
+        edge_reads: Arc::new(tokio::sync::Semaphore::new(EDGE_READS)),
     };
     state.load_receivers().await?;
     state.dedupe.load(store.live_keys(ids::now_millis()).await?);
@@ -361,6 +362,10 @@ async fn sweep(
 /// Rejections written at once (see `AppState::rejection_writes`): about one
 /// group commit's worth.
 const REJECTION_WRITES: usize = 32;
+
+/// Edge events read at once (see `AppState::edge_reads`): the edge's outbox
+/// forwards one shard at a time, so a few cover every shard in flight.
+const EDGE_READS: usize = 8;
 
 /// Deliveries pruned per batch: small enough that a batch is one short
 /// transaction among the acks' group commits.

@@ -120,6 +120,9 @@ pub struct AppState {
     /// than this many writes beside the deliveries' (the rest are counted, not
     /// kept).
     pub rejection_writes: Arc<tokio::sync::Semaphore>,
+    /// Edge events being read: each may be tens of MiB before its signature
+    /// can be checked, so only this many at once (the edge retries the rest).
+    pub edge_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {

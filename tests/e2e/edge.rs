@@ -594,7 +594,7 @@ async fn the_edge_endpoint_reads_nothing_it_need_not() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let t = TestHost::start_with(&[
         ("HOOKGATE_EDGE_FORWARD_KEY", FORWARD),
-        ("HOOKGATE_LIMITS_BODY_TIMEOUT_SECONDS", "1"),
+        ("HOOKGATE_LIMITS_BODY_TIMEOUT_SECONDS", "3"),
     ])
     .await;
     let now = std::time::SystemTime::now()
@@ -630,5 +630,20 @@ async fn the_edge_endpoint_reads_nothing_it_need_not() {
     }
     let text = answer(head(&now.to_string())).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("body not received within 1 s"), "{text}");
+    assert!(text.contains("body not received within 3 s"), "{text}");
+    // Eight forwards stalled mid-body hold every read; the ninth is told to
+    // retry at once instead of adding its body to the host's memory.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(t.host.addr).await.unwrap();
+        s.write_all(head(&now.to_string()).as_bytes())
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = answer(head(&now.to_string())).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("too many edge events being read"), "{text}");
+    drop(stalled);
 }

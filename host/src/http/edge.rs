@@ -49,6 +49,11 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
     // A stale or missing timestamp is refused before a byte of the body is read.
     forward::check_timestamp(header(forward::TIMESTAMP_HEADER), now)
         .map_err(|e| ApiError::SignatureRejected(e.to_string()))?;
+    // Bodies not yet authenticated: a bounded number at once, so a flood of
+    // forged forwards cannot hold the host's memory (503 is retried by the edge).
+    let reading = std::sync::Arc::clone(&state.edge_reads)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Unavailable("too many edge events being read; retry".into()))?;
     let body: Bytes = super::read_body(
         body,
         super::MAX_EDGE_EVENT_BYTES as u64,
@@ -56,6 +61,7 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         "the edge event's",
     )
     .await?;
+    drop(reading);
     forward::verify(
         key.as_bytes(),
         header(forward::TIMESTAMP_HEADER),
