@@ -20,6 +20,7 @@ pub use route::{plan, route};
 
 use hookgate_core::SandboxName;
 use hookgate_core::explain::{Outcome, Stage, Step, Trace};
+use hookgate_core::redact::Credentials;
 
 use crate::dedupe::{self, Claim, ClaimGuard, Settled};
 use crate::ids;
@@ -76,6 +77,10 @@ pub struct Incoming {
     pub plan: Vec<PlannedAction>,
     pub trace: Trace,
     pub replay_of: Option<String>,
+    /// What to blank in the stored request: the credentials of the receiver
+    /// config that authenticated it (taken then, so a config changed in the
+    /// meantime cannot leave them in clear).
+    pub redact: Credentials,
 }
 
 /// What acceptance decided.
@@ -119,6 +124,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
         plan,
         mut trace,
         replay_of,
+        redact,
     } = incoming;
     let (sandbox, unusable) = match target {
         Target::Sandbox(name) => (Some(name), None),
@@ -146,10 +152,8 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
         DeliveryStatus::Pending
     };
     // What the auth tree read as credentials is not kept, shown or forwarded.
-    if let Some(live) = state.live(&receiver_id) {
-        live.redacted_at_rest.redact_headers(&mut request.headers);
-        request.url = live.redacted_at_rest.redact_url(&request.url);
-    }
+    redact.redact_headers(&mut request.headers);
+    request.url = redact.redact_url(&request.url);
     let delivery_id = ids::delivery_id();
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),

@@ -180,6 +180,7 @@ async fn replay(
         plan,
         trace,
         replay_of: Some(original.id.clone()),
+        redact: live.redacted_at_rest.clone(),
     };
     let Accepted::New { delivery_id, .. } = accept::accept(&state, incoming).await? else {
         return Err(ApiError::Internal(anyhow::anyhow!(

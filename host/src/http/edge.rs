@@ -168,6 +168,10 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         plan,
         trace,
         replay_of: None,
+        redact: live
+            .as_ref()
+            .map(|l| l.redacted_at_rest.clone())
+            .unwrap_or_default(),
     };
     match accept::accept(&state, incoming).await? {
         Accepted::New {

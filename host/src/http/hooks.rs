@@ -282,6 +282,7 @@ async fn receive_inner(
         plan: accept::plan(&live, &eval.matched),
         trace,
         replay_of: None,
+        redact: live.redacted_at_rest.clone(),
     };
     match accept::accept(state, incoming).await? {
         Accepted::New { delivery_id, .. } => Ok((

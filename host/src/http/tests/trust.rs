@@ -36,6 +36,7 @@ async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
         plan: crate::accept::plan(&live, &[hookgate_core::rules::Matched(0)]),
         trace: Default::default(),
         replay_of: None,
+        redact: Default::default(),
     };
     let mut dropped = Box::pin(crate::accept::accept(&t.state, incoming()));
     std::future::poll_fn(|cx| {
