@@ -44,6 +44,18 @@ pub struct LiveReceiver {
 }
 
 impl LiveReceiver {
+    /// The credential headers kept at rest for a `forward_headers` (lowercase).
+    pub fn kept_credentials(&self) -> Vec<String> {
+        self.credentials
+            .headers
+            .iter()
+            .filter(|h| !self.redacted_at_rest.header(h))
+            .cloned()
+            .collect()
+    }
+}
+
+impl LiveReceiver {
     pub fn new(id: String, config: Receiver) -> Self {
         let mut plugin_verifiers: Vec<(String, String)> = config
             .plugin_verifiers()

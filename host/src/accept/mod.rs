@@ -79,8 +79,10 @@ pub struct Incoming {
     pub replay_of: Option<String>,
     /// What to blank in the stored request: the credentials of the receiver
     /// config that authenticated it (taken then, so a config changed in the
-    /// meantime cannot leave them in clear).
+    /// meantime cannot leave them in clear); and `keep`, those of them an
+    /// action forwards by `forward_headers`, kept but marked.
     pub redact: Credentials,
+    pub keep: Vec<String>,
 }
 
 /// What acceptance decided.
@@ -125,6 +127,7 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
         mut trace,
         replay_of,
         redact,
+        keep,
     } = incoming;
     let (sandbox, unusable) = match target {
         Target::Sandbox(name) => (Some(name), None),
@@ -154,6 +157,15 @@ pub async fn accept(state: &AppState, incoming: Incoming) -> Result<Accepted, Ac
     // What the auth tree read as credentials is not kept, shown or forwarded.
     redact.redact_headers(&mut request.headers);
     request.url = redact.redact_url(&request.url);
+    request.kept_credentials = keep
+        .into_iter()
+        .filter(|k| {
+            request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(k))
+        })
+        .collect();
     let delivery_id = ids::delivery_id();
     let row = DeliveryRow {
         idempotency_key: key.as_ref().map(|k| k.hash.clone()),

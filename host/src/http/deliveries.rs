@@ -100,7 +100,13 @@ fn delivery_json(d: &DeliveryRow, full: bool, credentials: Option<&Credentials>)
             .headers
             .iter()
             .map(|(n, value)| {
-                let shown = if is_credential(n) || credentials.is_some_and(|c| c.header(n)) {
+                let kept = d
+                    .request
+                    .kept_credentials
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(n));
+                let shown = if is_credential(n) || kept || credentials.is_some_and(|c| c.header(n))
+                {
                     "<redacted>".to_owned()
                 } else {
                     String::from_utf8_lossy(value).into_owned()
@@ -181,6 +187,7 @@ async fn replay(
         trace,
         replay_of: Some(original.id.clone()),
         redact: live.redacted_at_rest.clone(),
+        keep: live.kept_credentials(),
     };
     let Accepted::New { delivery_id, .. } = accept::accept(&state, incoming).await? else {
         return Err(ApiError::Internal(anyhow::anyhow!(

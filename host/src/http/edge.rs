@@ -158,6 +158,7 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
             headers: event.headers,
             body: event.body,
             remote_addr: event.remote_addr.map(|a| a.to_string()),
+            kept_credentials: Vec::new(),
         },
         key: Some(DedupeKey {
             hash,
@@ -171,6 +172,10 @@ pub async fn ingest(State(state): State<AppState>, req: Request) -> Result<Respo
         redact: live
             .as_ref()
             .map(|l| l.redacted_at_rest.clone())
+            .unwrap_or_default(),
+        keep: live
+            .as_ref()
+            .map(|l| l.kept_credentials())
             .unwrap_or_default(),
     };
     match accept::accept(&state, incoming).await? {

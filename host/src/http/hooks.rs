@@ -276,6 +276,7 @@ async fn receive_inner(
             headers: headers.into_pairs(),
             body: body.to_vec(),
             remote_addr: remote.map(|r| r.ip().to_string()),
+            kept_credentials: Vec::new(),
         },
         key,
         target,
@@ -283,6 +284,7 @@ async fn receive_inner(
         trace,
         replay_of: None,
         redact: live.redacted_at_rest.clone(),
+        keep: live.kept_credentials(),
     };
     match accept::accept(state, incoming).await? {
         Accepted::New { delivery_id, .. } => Ok((

@@ -67,7 +67,10 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 if HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with("x-hookgate-") {
                     continue;
                 }
-                if (is_credential(&lower) && !extra(&lower)) || value == REDACTED.as_bytes() {
+                let kept = d.request.kept_credentials.contains(&lower);
+                if ((is_credential(&lower) || kept) && !extra(&lower))
+                    || value == REDACTED.as_bytes()
+                {
                     continue;
                 }
                 headers.push((name.clone(), value.clone()));
@@ -79,7 +82,14 @@ pub fn forward(d: &DeliveryRow, spec: &DeliverToPort) -> Forward {
                 .request
                 .headers
                 .iter()
-                .filter(|(n, v)| (!is_credential(n) || extra(n)) && v != REDACTED.as_bytes())
+                .filter(|(n, v)| {
+                    let kept = d
+                        .request
+                        .kept_credentials
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(n));
+                    (!(is_credential(n) || kept) || extra(n)) && v != REDACTED.as_bytes()
+                })
                 .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
                 .collect();
             let body = match std::str::from_utf8(&d.request.body) {
@@ -132,6 +142,7 @@ mod tests {
                 .collect(),
             body: body.to_vec(),
             remote_addr: None,
+            kept_credentials: Vec::new(),
         };
         DeliveryRow::accepted(
             "dlv_1".into(),
@@ -214,6 +225,20 @@ mod tests {
         assert_eq!(f.path, "/");
         assert!(names(&f).contains(&"x-hub-signature-256".to_owned()));
         assert!(!names(&f).contains(&"authorization".to_owned()));
+    }
+
+    /// Regression (the trust issue): a credential header kept at rest for one
+    /// action's `forward_headers` reached every other action of the receiver.
+    #[test]
+    fn a_kept_credential_goes_only_to_the_action_that_asks_for_it() {
+        let mut d = delivery(&[("X-Ops-Code", b"hunter2")], b"{}");
+        d.request.kept_credentials = vec!["x-ops-code".to_owned()];
+        let asks = forward(&d, &spec(json!({"forward_headers": ["X-Ops-Code"]})));
+        assert!(names(&asks).contains(&"x-ops-code".to_owned()));
+        let other = forward(&d, &spec(json!({})));
+        assert!(!names(&other).contains(&"x-ops-code".to_owned()));
+        let envelope = forward(&d, &spec(json!({"payload": "envelope"})));
+        assert!(!String::from_utf8_lossy(&envelope.body).contains("hunter2"));
     }
 
     #[test]

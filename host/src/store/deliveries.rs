@@ -192,7 +192,7 @@ pub fn decode_headers(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
 
 const DELIVERY_COLUMNS: &str = "id, receiver_id, received_at, verified_at, method, url, headers, body, remote_addr,
     idempotency_key, sandbox, status, plan, progress, attempts, last_error, next_attempt_at, trace, replay_of, updated_at,
-    key_expires_at, replay_key";
+    key_expires_at, replay_key, kept_credentials";
 
 /// A delivery's JSON columns, encoded on the caller's thread so the single writer
 /// spends its time on SQLite alone.
@@ -214,8 +214,8 @@ impl Encoded {
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, receiver_id, received_at, verified_at, method, url,
     headers, body, remote_addr, idempotency_key, sandbox, status, plan, progress, attempts, last_error,
-    next_attempt_at, trace, replay_of, updated_at, key_expires_at, replay_key)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    next_attempt_at, trace, replay_of, updated_at, key_expires_at, replay_key, kept_credentials)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
 
 fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Result<()> {
     run(
@@ -243,7 +243,8 @@ fn insert_delivery_row(c: &Connection, row: &DeliveryRow, enc: &Encoded) -> Resu
             row.replay_of,
             row.updated_at,
             row.key_expires_at,
-            row.replay_key
+            row.replay_key,
+            json(&row.request.kept_credentials)
         ],
     )?;
     Ok(())
@@ -265,6 +266,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> Result<DeliveryRow> {
             headers: decode_headers(&headers)?,
             body: r.get(7)?,
             remote_addr: r.get(8)?,
+            kept_credentials: parse("kept credentials", &r.get::<_, String>(22)?)?,
         },
         idempotency_key: r.get(9)?,
         sandbox: r.get(10)?,
@@ -302,6 +304,7 @@ pub(super) mod tests {
                 ],
                 body: vec![1, 2, 3],
                 remote_addr: None,
+                kept_credentials: Vec::new(),
             },
             idempotency_key: key.map(|(k, _)| k.to_owned()),
             replay_key: None,

@@ -179,6 +179,10 @@ pub struct StoredRequest {
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     pub remote_addr: Option<String>,
+    /// Credential headers kept in clear because an action asks for them by
+    /// `forward_headers` (lowercase): hidden by the API, and forwarded only
+    /// to an action that lists them.
+    pub kept_credentials: Vec<String>,
 }
 
 impl DeliveryRow {

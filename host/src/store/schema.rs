@@ -35,7 +35,7 @@ struct Migration {
     apply: fn(&Connection) -> Result<(), Refusal>,
 }
 
-const MIGRATIONS: [Migration; 5] = [
+const MIGRATIONS: [Migration; 6] = [
     Migration {
         version: 1,
         what: "the tables of hookgate 0.1.0",
@@ -60,6 +60,11 @@ const MIGRATIONS: [Migration; 5] = [
         version: 5,
         what: "a second dedupe key: the signed bytes, against replays",
         apply: v5,
+    },
+    Migration {
+        version: 6,
+        what: "the credential headers a delivery keeps for its forwards",
+        apply: v6,
     },
 ];
 
@@ -333,6 +338,14 @@ fn v4(c: &Connection) -> Result<(), Refusal> {
 /// live as long as its idempotency key.
 fn v5(c: &Connection) -> Result<(), Refusal> {
     Ok(c.execute_batch("ALTER TABLE deliveries ADD COLUMN replay_key TEXT;")?)
+}
+
+/// Migration 6: which credential headers a delivery kept in clear (a JSON list
+/// of names) because an action forwards them.
+fn v6(c: &Connection) -> Result<(), Refusal> {
+    Ok(c.execute_batch(
+        "ALTER TABLE deliveries ADD COLUMN kept_credentials TEXT NOT NULL DEFAULT '[]';",
+    )?)
 }
 
 /// `'a', 'b'`: the allowed values as an SQL list.

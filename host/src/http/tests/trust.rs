@@ -26,6 +26,7 @@ async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
             headers: Vec::new(),
             body: br#"{"action":"opened","pull_request":{"number":42}}"#.to_vec(),
             remote_addr: None,
+            kept_credentials: Vec::new(),
         },
         key: Some(crate::accept::DedupeKey {
             hash: "k-dropped".into(),
@@ -37,6 +38,7 @@ async fn acceptance_dropped_mid_commit_still_settles_and_runs() {
         trace: Default::default(),
         replay_of: None,
         redact: Default::default(),
+        keep: Vec::new(),
     };
     let mut dropped = Box::pin(crate::accept::accept(&t.state, incoming()));
     std::future::poll_fn(|cx| {

@@ -106,14 +106,14 @@ fn a_v1_database_is_migrated_with_every_row() {
         (i64::from(LATEST), LATEST)
     );
     // Every row as it was; secrets gain `sealed = 0` (the store seals them),
-    // deliveries an empty `replay_key`.
+    // deliveries an empty `replay_key` and no kept credentials.
     let expected: Vec<String> = before
         .iter()
         .map(|r| {
             if r.starts_with("secrets ") {
                 format!("{r}, 0")
             } else if r.starts_with("deliveries ") {
-                format!("{r}, NULL")
+                format!("{r}, NULL, '[]'")
             } else {
                 r.clone()
             }
