@@ -62,10 +62,78 @@ pub struct IpAllowlist {
     pub cidrs: Vec<ipnet::IpNet>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A plugin verifier. Its config may hold secrets, each written
+/// `{"secret": {"name", "value"}}` where the plugin expects a string: the
+/// plugin gets the value in that place (`config`), while the receiver stores
+/// and shows `{"secret": {"secret_ref": name}}` (`stored_config`) and keeps the
+/// value with its other secrets, write-only.
+#[derive(Clone)]
 pub struct PluginAuth {
     pub plugin: String,
+    /// As the plugin gets it: secrets in place.
     pub config: Value,
+    /// As stored and shown: secrets by reference.
+    pub stored_config: Value,
+    pub secrets: Vec<Secret>,
+}
+
+impl std::fmt::Debug for PluginAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginAuth")
+            .field("plugin", &self.plugin)
+            .field("config", &self.stored_config)
+            .finish()
+    }
+}
+
+impl Serialize for PluginAuth {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("PluginAuth", 2)?;
+        s.serialize_field("plugin", &self.plugin)?;
+        s.serialize_field("config", &self.stored_config)?;
+        s.end()
+    }
+}
+
+/// Splits a plugin config into what the plugin gets and what is stored, and
+/// the secrets it holds: every `{"secret": …}` object, at any depth.
+fn plugin_config(
+    value: &Value,
+    at: &Path,
+    ctx: &Ctx<'_>,
+    secrets: &mut Vec<Secret>,
+) -> Result<(Value, Value), Error> {
+    match value {
+        Value::Object(map) if map.len() == 1 && map.contains_key("secret") => {
+            let secret = ctx.secret(&map["secret"], &at.key("secret"))?;
+            let resolved = Value::String(secret.expose().to_owned());
+            let stored = serde_json::json!({"secret": {"secret_ref": secret.name()}});
+            if !secrets.iter().any(|s| s.name() == secret.name()) {
+                secrets.push(secret);
+            }
+            Ok((resolved, stored))
+        }
+        Value::Object(map) => {
+            let (mut resolved, mut stored) = (serde_json::Map::new(), serde_json::Map::new());
+            for (k, v) in map {
+                let (r, s) = plugin_config(v, &at.key(k), ctx, secrets)?;
+                resolved.insert(k.clone(), r);
+                stored.insert(k.clone(), s);
+            }
+            Ok((Value::Object(resolved), Value::Object(stored)))
+        }
+        Value::Array(items) => {
+            let (mut resolved, mut stored) = (Vec::new(), Vec::new());
+            for (i, v) in items.iter().enumerate() {
+                let (r, s) = plugin_config(v, &at.index(i), ctx, secrets)?;
+                resolved.push(r);
+                stored.push(s);
+            }
+            Ok((Value::Array(resolved), Value::Array(stored)))
+        }
+        other => Ok((other.clone(), other.clone())),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -614,12 +682,20 @@ impl Decode for Auth {
             }
             "plugin" => {
                 let plugin = plugin_name(obj.req("plugin")?, &obj.at("plugin"))?;
-                let config = match obj.raw("config") {
+                let raw = match obj.raw("config") {
                     None => Value::Object(Default::default()),
                     Some(v @ Value::Object(_)) => v.clone(),
                     Some(_) => return Err(obj.at("config").error("expected an object")),
                 };
-                Self::Plugin(PluginAuth { plugin, config })
+                let mut secrets = Vec::new();
+                let (config, stored_config) =
+                    plugin_config(&raw, &obj.at("config"), ctx, &mut secrets)?;
+                Self::Plugin(PluginAuth {
+                    plugin,
+                    config,
+                    stored_config,
+                    secrets,
+                })
             }
             kind => {
                 let verifiers = non_empty(obj.raw_req("verifiers")?, &obj.at("verifiers"), ctx)?;

@@ -259,6 +259,7 @@ impl Receiver {
                 Auth::BearerStatic(b) => vec![&b.secret],
                 Auth::Jwt(j) => j.secret.iter().collect(),
                 Auth::Provider(p) => vec![&p.secret],
+                Auth::Plugin(p) => p.secrets.iter().collect(),
                 _ => vec![],
             };
             for s in found {

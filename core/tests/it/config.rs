@@ -457,3 +457,48 @@ fn not_json_at_all() {
         "{err}"
     );
 }
+
+/// A plugin verifier's config may hold secrets: the plugin gets the value in
+/// place, the receiver stores and shows a reference, and reading it back with
+/// its stored secrets gives the plugin the same config.
+#[test]
+fn plugin_configs_hold_write_only_secrets() {
+    let v = json!({
+        "name": "p",
+        "auth": {"auth_type": "plugin", "plugin": "verify-me", "config": {
+            "keys": [{"secret": {"name": "plugin_key", "value": "k-0123456789"}}],
+            "mode": "strict"
+        }},
+        "target": {"target_type": "fixed_sandbox_name", "sandbox_name": "box"},
+        "rules": [{"actions": [{"action_type": "resume_sandbox"}]}]
+    });
+    let r = Receiver::from_json(&v).unwrap();
+    let Auth::Plugin(p) = &r.auth else { panic!() };
+    assert_eq!(
+        p.config,
+        json!({"keys": ["k-0123456789"], "mode": "strict"})
+    );
+    let stored = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        stored["auth"]["config"],
+        json!({"keys": [{"secret": {"secret_ref": "plugin_key"}}], "mode": "strict"})
+    );
+    assert!(!stored.to_string().contains("k-0123456789"));
+    assert!(!format!("{r:?}").contains("k-0123456789"));
+    let names: Vec<&str> = r.secrets().iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["plugin_key"]);
+    let source = |name: &str| (name == "plugin_key").then(|| Secret::new(name, "k-0123456789"));
+    let back = Receiver::from_json_with_secrets(&stored, &source).unwrap();
+    let Auth::Plugin(p) = &back.auth else {
+        panic!()
+    };
+    assert_eq!(
+        p.config,
+        json!({"keys": ["k-0123456789"], "mode": "strict"})
+    );
+    // A secret with no value is refused at its path.
+    let mut bad = v.clone();
+    bad["auth"]["config"]["keys"][0]["secret"]["value"] = json!("");
+    let err = Receiver::from_json(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("auth.config.keys[0].secret.value"), "{err}");
+}
