@@ -22,14 +22,6 @@ struct Server {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
     /// Runs `hookgate serve` in `dir` with the default, relative data directory
     /// (`./.hookgate`), as README's run command does.

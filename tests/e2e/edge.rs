@@ -7,18 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{TestHost, github_receiver, github_signature, pr};
+use crate::support::{TestHost, free_port, github_receiver, github_signature, pr};
 
 const ADMIN: &str = "edge-admin-token-0123456789";
 const FORWARD: &str = "edge-forward-key-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `wrangler dev` of the repository's wrangler.toml; killed on drop.
 struct Edge {

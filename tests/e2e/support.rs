@@ -318,6 +318,15 @@ pub async fn answer(resp: reqwest::Response) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// A loopback port free at the time of asking, for a process started next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits until something accepts connections on loopback `port`.
 pub fn wait_listening(port: u16, limit: Duration, what: &str) {
     let deadline = std::time::Instant::now() + limit;

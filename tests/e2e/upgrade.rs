@@ -15,7 +15,7 @@ use reqwest::Method;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
-use crate::support::{answer, github_signature, pr};
+use crate::support::{answer, free_port, github_signature, pr};
 
 const TOKEN: &str = "hg_test_admin_token_for_upgrade_tests";
 
@@ -29,14 +29,6 @@ fn data_dir_from_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixture(), dir.path().join("hookgate.db")).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `hookgate serve` on `dir`, its errors on a pipe.

@@ -374,3 +374,28 @@ async fn secrets_are_sealed_at_rest_and_old_clear_ones_sealed_at_start() {
         .to_string();
     assert!(err.contains("does not open with this secrets key"), "{err}");
 }
+
+/// A sealing key that is not 32 bytes of base64, from the setting or the file,
+/// stops the store with where it came from, and opens nothing.
+#[test]
+fn a_malformed_secrets_key_is_refused_with_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = crate::settings::Settings::load(
+        None,
+        [("HOOKGATE_SECRETS_KEY".to_owned(), "c2hvcnQ=".to_owned())],
+    )
+    .unwrap();
+    let err = crate::store::Store::open(dir.path(), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secrets_key (HOOKGATE_SECRETS_KEY): expected 32 bytes"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("secrets.key"), "not base64 at all\n").unwrap();
+    let settings = crate::settings::Settings::load(None, Vec::new()).unwrap();
+    let err = crate::store::Store::open(dir.path(), &settings)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("secrets.key: expected 32 bytes"), "{err}");
+}
